@@ -1,0 +1,272 @@
+"""The `paperline` command: list projects, run their pipeline, manage data and the model registry.
+
+Errors a user can cause end with one line on stderr and a non-zero exit code (2 for usage and config
+errors, 1 for the rest); anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+from paperline.errors import PaperlineError
+from paperline.settings import Settings, quiet_environment
+
+
+def _settings() -> Settings:
+    settings = Settings.from_env()
+    quiet_environment(settings)
+    return settings
+
+
+# ---- projects and runs -------------------------------------------------------------------------------------
+
+
+def cmd_ls(args) -> int:
+    from paperline.projects import discover
+
+    projects = discover(_settings().projects_dir)
+    rows = [(p.name, p.card.title, f"arXiv {p.card.paper.arxiv}" if p.card.paper.arxiv else p.card.paper.venue or "",
+             p.card.status, ", ".join(p.configs)) for p in projects.values()]
+    _table(["project", "title", "paper", "status", "configs"], rows)
+    return 0
+
+
+def cmd_run(args) -> int:
+    settings = _settings()
+    from paperline.projects import get_project
+    from paperline.store import AuditStore
+    from paperline.tracking import check_reachable
+
+    # Everything a user can get wrong is checked before Prefect starts, so it costs a second, not a server.
+    project = get_project(settings.projects_dir, args.project)
+    project.load_config(args.config, args.overrides)
+    check_reachable(settings.tracking_uri)
+    AuditStore(settings.store_url).check()
+    if not settings.prefect_api_url:
+        from paperline.prefect_server import ensure_local_server
+
+        os.environ["PREFECT_API_URL"] = ensure_local_server(settings.prefect_home)
+    flow = _load_flow(settings.root)
+    state = flow.run_project(args.project, args.config, args.overrides, return_state=True)
+    summary = state.result(raise_on_failure=False)
+    if state.is_failed():
+        from paperline.pipeline import RunSummary
+
+        data = getattr(state, "data", None)
+        if isinstance(summary, RunSummary) or isinstance(data, RunSummary):
+            summary = summary if isinstance(summary, RunSummary) else data
+            print("\n".join(summary.lines()))
+        if isinstance(summary, PaperlineError):
+            raise summary
+        message = state.message or "the flow failed"
+        print(f"paperline: error: {message}", file=sys.stderr)
+        return 3 if "data gate failed" in message else 1
+    print("\n".join(summary.lines(project.card.primary_metric.name)))
+    return 0
+
+
+def _load_flow(root: Path):
+    """flows/ is orchestration, not library: import its module from the repository by path."""
+    path = root / "flows" / "run_project.py"
+    spec = importlib.util.spec_from_file_location("paperline_flows.run_project", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---- data -------------------------------------------------------------------------------------------------------
+
+
+def cmd_data_pull(args) -> int:
+    from paperline.data import pull_data, read_pointer, resolve_data_version
+
+    settings = _settings()
+    if args.force:
+        pull_data(settings.root, force=True)
+    version = resolve_data_version(settings.root)
+    print(f"data/ is at version {version.md5} ({read_pointer(settings.root).get('nfiles')} files)")
+    return 0
+
+
+def cmd_data_status(args) -> int:
+    from paperline.data import data_status, read_pointer
+
+    settings = _settings()
+    out = read_pointer(settings.root)
+    status = data_status(settings.root)
+    print(f"version (data.dvc): {out['md5']}  size {out.get('size')} bytes, {out.get('nfiles')} files")
+    print("data/: matches data.dvc" if not status else f"data/: differs from data.dvc: {status}")
+    return 0 if not status else 1
+
+
+def cmd_data_validate(args) -> int:
+    from paperline.config import DatasetUse, ProjectConfig
+    from paperline.data import dataset_ref, resolve_data_version
+    from paperline.pipeline import gate_datasets
+
+    settings = _settings()
+    version = resolve_data_version(settings.root)
+    kinds = {"stsb": "scored_pairs", "snli": "nli_pairs"}
+    uses = {}
+    for folder in sorted(p for p in version.path.iterdir() if p.is_dir()):
+        if folder.name in kinds:
+            uses[folder.name] = DatasetUse(kind=kinds[folder.name], splits=sorted(f.stem for f in folder.glob("*.tsv")))
+    cfg = ProjectConfig(data=uses)
+    outcome = gate_datasets({n: dataset_ref(version, n, u.kind) for n, u in uses.items()}, cfg)
+    print("\n".join(outcome.summary_lines()))
+    if args.report:
+        Path(args.report).write_text(outcome.to_markdown())
+        print(f"report: {args.report}")
+    return 0 if outcome.passed else 3
+
+
+# ---- models -----------------------------------------------------------------------------------------------------
+
+
+def _registry():
+    from paperline.registry import ModelRegistry
+    from paperline.store import AuditStore
+    from paperline.tracking import connect
+
+    settings = _settings()
+    return ModelRegistry(connect(settings), AuditStore(settings.store_url))
+
+
+def cmd_models_ls(args) -> int:
+    rows = []
+    for m in _registry().list_models():
+        aliases = ", ".join(f"{a}=v{v}" for a, v in sorted(m["aliases"].items()))
+        value = m.get("champion_metric")
+        rows.append((m["name"], m["latest_version"], m["versions"], aliases or "-",
+                     m.get("primary_metric") or "-", f"{value:.2f}" if value is not None else "-"))
+    _table(["model", "latest", "versions", "aliases", "primary metric", "champion value"], rows)
+    return 0
+
+
+def cmd_models_history(args) -> int:
+    events = _registry().history(args.name)
+    rows = [(e.time.strftime("%Y-%m-%d %H:%M:%S"), e.alias, e.action, e.actor,
+             f"v{e.previous_version or '-'} -> v{e.new_version or '-'}",
+             {True: "passed", False: "failed", None: "-"}[e.gate_passed], e.reason) for e in events]
+    _table(["time (UTC)", "alias", "action", "actor", "change", "gate", "reason"], rows)
+    return 0
+
+
+def cmd_promote(args) -> int:
+    event = _registry().promote(args.name, str(args.version), args.reason)
+    print(f"{args.name}: champion v{event.previous_version or '-'} -> v{event.new_version} ({event.actor})")
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    event = _registry().rollback(args.name, args.reason)
+    print(f"{args.name}: champion v{event.previous_version} -> v{event.new_version} ({event.actor})")
+    return 0
+
+
+# ---- services ---------------------------------------------------------------------------------------------------
+
+
+def cmd_ui(args) -> int:
+    from paperline.prefect_server import running_server
+
+    settings = _settings()
+    server = None if settings.prefect_api_url else running_server(settings.prefect_home)
+    prefect_url = (settings.prefect_api_url or (server or {}).get("api_url", "")).removesuffix("/api")
+    print("Prefect dashboard (flow runs, schedules, deployments):")
+    if prefect_url:
+        print(f"  open {prefect_url}")
+    else:
+        print(f"  not running; `paperline run ...` starts it, or: PREFECT_HOME={settings.prefect_home} prefect server start")
+    print("MLflow UI (runs, metrics, models and aliases):")
+    if settings.tracking_uri.startswith(("http://", "https://")):
+        print(f"  open {settings.tracking_uri}")
+    else:
+        print(f"  mlflow ui --backend-store-uri {settings.tracking_uri} --port 5000   # then open http://127.0.0.1:5000")
+    return 0
+
+
+def cmd_server_stop(args) -> int:
+    from paperline.prefect_server import stop_local_server
+
+    stopped = stop_local_server(_settings().prefect_home)
+    print("stopped the local Prefect server" if stopped else "no local Prefect server was running")
+    return 0
+
+
+def _table(header: list[str], rows: list[tuple]) -> None:
+    if not rows:
+        print("(none)")
+        return
+    cells = [[str(c) for c in row] for row in [tuple(header), *rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    for row in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="paperline", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("ls", help="list projects: name, title, paper, status, configs").set_defaults(func=cmd_ls)
+
+    run = sub.add_parser("run", help="run a project's pipeline (data, gate, train, evaluate, track, register)")
+    run.add_argument("project", help="a project name from `paperline ls`")
+    run.add_argument("--config", default="default", help="a config in projects/<project>/configs (default: default)")
+    run.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.stages.0.epochs=2")
+    run.set_defaults(func=cmd_run)
+
+    data = sub.add_parser("data", help="the versioned dataset").add_subparsers(dest="data_command", required=True)
+    pull = data.add_parser("pull", help="fetch data/ at the version in data.dvc from the DVC remote")
+    pull.add_argument("--force", action="store_true", help="overwrite local changes in data/")
+    pull.set_defaults(func=cmd_data_pull)
+    data.add_parser("status", help="the data version and whether data/ matches it").set_defaults(func=cmd_data_status)
+    validate = data.add_parser("validate", help="run the data gate on every dataset in data/")
+    validate.add_argument("--report", help="write the full markdown report to this file")
+    validate.set_defaults(func=cmd_data_validate)
+
+    models = sub.add_parser("models", help="registered models").add_subparsers(dest="models_command", required=True)
+    models.add_parser("ls", help="models, versions, aliases, primary metric").set_defaults(func=cmd_models_ls)
+    history = models.add_parser("history", help="every alias change of a model: who, when, why")
+    history.add_argument("name")
+    history.set_defaults(func=cmd_models_history)
+
+    promote = sub.add_parser("promote", help="make a version the champion, by hand (audited)")
+    promote.add_argument("name")
+    promote.add_argument("version")
+    promote.add_argument("--reason", required=True, help="why; written to the audit history")
+    promote.set_defaults(func=cmd_promote)
+
+    rollback = sub.add_parser("rollback", help="give the champion alias back to the previous champion (audited)")
+    rollback.add_argument("name")
+    rollback.add_argument("--reason", required=True, help="why; written to the audit history")
+    rollback.set_defaults(func=cmd_rollback)
+
+    sub.add_parser("ui", help="how to open the Prefect dashboard and the MLflow UI").set_defaults(func=cmd_ui)
+    server = sub.add_parser("server", help="the workspace's local Prefect server").add_subparsers(
+        dest="server_command", required=True)
+    server.add_parser("stop", help="stop it (the next run starts it again)").set_defaults(func=cmd_server_stop)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except PaperlineError as exc:
+        print(f"paperline: error: {exc}", file=sys.stderr)
+        from paperline.config import ConfigError
+
+        return 2 if isinstance(exc, ConfigError) else 1
+    except KeyboardInterrupt:
+        print("paperline: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Shared test fixtures.
+
+PostgreSQL: tests that need it take ``postgres_url`` (a fresh schema, dropped afterwards) or
+``new_postgres_database`` (a factory of fresh databases, dropped at the end of the session). The server is the one
+at 127.0.0.1:5432 as user ``postgres``; ``PAPERLINE_TEST_POSTGRES_URL`` points the tests at another one (an
+admin URL: the role must be allowed to create databases). Where no server answers, those tests are skipped
+with the reason, and everything else still runs.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from urllib.parse import quote
+
+import pytest
+
+DEFAULT_POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _unique(prefix: str) -> str:
+    # Unique per call, so parallel test sessions and leftovers from a killed session never collide.
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+def _with_database(admin_url: str, database: str) -> str:
+    base, _, query = admin_url.partition("?")
+    root = base.rsplit("/", 1)[0]
+    return f"{root}/{database}" + (f"?{query}" if query else "")
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> str:
+    """A URL of the test PostgreSQL server with rights to create databases; skips the test if none answers."""
+    psycopg2 = pytest.importorskip("psycopg2")
+    url = os.environ.get("PAPERLINE_TEST_POSTGRES_URL", DEFAULT_POSTGRES_ADMIN_URL)
+    try:
+        psycopg2.connect(url, connect_timeout=5).close()
+    except psycopg2.OperationalError as error:
+        pytest.skip(f"no PostgreSQL server at {url} ({str(error).strip()}); set PAPERLINE_TEST_POSTGRES_URL")
+    return url
+
+
+def _admin_execute(admin_url: str, *statements: str) -> None:
+    import psycopg2
+
+    connection = psycopg2.connect(admin_url, connect_timeout=5)
+    connection.autocommit = True  # CREATE/DROP DATABASE cannot run inside a transaction
+    try:
+        with connection.cursor() as cursor:
+            for statement in statements:
+                cursor.execute(statement)
+    finally:
+        connection.close()
+
+
+@pytest.fixture(scope="session")
+def new_postgres_database(postgres_admin_url: str) -> Iterator[Callable[[], str]]:
+    """A factory: each call creates an empty database and returns its SQLAlchemy URL; all are dropped at the end."""
+    created: list[str] = []
+
+    def new() -> str:
+        name = _unique("paperline_test")
+        _admin_execute(postgres_admin_url, f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return _with_database(postgres_admin_url, name)
+
+    yield new
+    for name in created:
+        # FORCE: a connection pool left open by the code under test must not keep the database alive.
+        _admin_execute(postgres_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def _postgres_schemas_database(new_postgres_database: Callable[[], str]) -> str:
+    return new_postgres_database()
+
+
+@pytest.fixture
+def postgres_url(_postgres_schemas_database: str) -> Iterator[str]:
+    """The SQLAlchemy URL of a fresh, empty schema (its own search_path), dropped after the test.
+
+    A schema, not a database, per test: creating a PostgreSQL database costs about half a second, a schema
+    a few milliseconds.
+    """
+    schema = _unique("t")
+    admin = _postgres_schemas_database
+    _admin_execute(admin, f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in admin else "?"
+    yield f"{admin}{sep}options={quote(f'-csearch_path={schema}')}"
+    _admin_execute(admin, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

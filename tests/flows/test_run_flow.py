@@ -1,0 +1,125 @@
+"""`paperline run` end to end on the smoke config: real Prefect, MLflow, DVC and GX.
+
+One run of the real thing is worth many mocks: these tests assert on what MLflow, the registry and the audit
+store hold afterwards, not on what the code meant to do.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from repo_copy import BIN
+
+from paperline.store import AuditStore
+
+MODEL = "sbert_sts-smoke"
+MD5 = "2ed8095159e767091da6de554533a1c3.dir"
+
+
+def _run(ws, *extra):
+    started = time.perf_counter()
+    result = ws.paperline("run", "sbert_sts", "--config", "smoke", *extra)
+    return result, time.perf_counter() - started
+
+
+def _runs(ws):
+    client = ws.client()
+    experiment = client.get_experiment_by_name("sbert_sts")
+    return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def test_run_registers_promotes_and_caches(workspace):
+    first, first_seconds = _run(workspace)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "registered" in first.stdout and f"{MODEL} v1, alias champion (promoted)" in first.stdout
+
+    client = workspace.client()
+    (run,) = _runs(workspace)
+    assert run.info.status == "FINISHED"
+    assert {"stsb_dev_spearman", "stsb_test_spearman", "baseline_stsb_test_spearman"} <= set(run.data.metrics)
+    assert 0 < run.data.metrics["stsb_test_spearman"] <= 100
+    assert run.data.tags["paperline.dataset_md5"] == MD5
+    assert len(run.data.tags["paperline.git_commit"]) >= 40
+    assert run.data.tags["paperline.gate_passed"] == "True"
+    assert run.data.params["train.stages.0.loss"] == "cosent"
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert dataset_input.dataset.digest == MD5 and dataset_input.dataset.name.startswith("stsb")
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "data_gate")}
+    assert {"data_gate/data_gate.md", "data_gate/data_gate.html", "data_gate/data_gate.json"} <= artifacts
+
+    version = client.get_model_version_by_alias(MODEL, "champion")
+    assert str(version.version) == "1" and version.run_id == run.info.run_id
+    assert str(client.get_model_version_by_alias(MODEL, "challenger").version) == "1"
+    store = AuditStore(workspace.store_url)
+    history = store.alias_history(MODEL)
+    assert [(e.alias, e.new_version) for e in history] == [("challenger", "1"), ("champion", "1")]
+    assert history[1].actor == "policy" and history[1].gate_passed is True
+    assert history[1].flow_run_id == run.data.tags["paperline.flow_run_id"]
+    (lineage,) = store.lineage(mlflow_run_id=run.info.run_id)
+    assert (lineage.status, lineage.model_version, lineage.dataset_md5) == ("registered", "1", MD5)
+
+    printed = workspace.paperline("models", "history", MODEL)
+    assert printed.returncode == 0 and "auto-promote" in printed.stdout and "policy" in printed.stdout
+
+    # An unchanged rerun, in a new process: training and evaluation come from the cache.
+    second, second_seconds = _run(workspace)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "cached" in second.stdout
+    latest = _runs(workspace)[-1]
+    assert latest.data.tags["paperline.cache_hit"] == "True"
+    assert latest.data.metrics["stsb_test_spearman"] == run.data.metrics["stsb_test_spearman"]
+    assert len(client.search_model_versions(f"name='{MODEL}'")) == 1  # the same model is not registered twice
+    assert second_seconds < first_seconds
+
+    # A change to the project's code invalidates the cache: training runs again, a new version is registered.
+    method = workspace.root / "projects" / "sbert_sts" / "method.py"
+    method.write_text(method.read_text() + "\n# a change to the method\n")
+    third, _ = _run(workspace)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert _runs(workspace)[-1].data.tags["paperline.cache_hit"] == "False"
+    assert len(client.search_model_versions(f"name='{MODEL}'")) == 2
+
+
+def test_corrupted_data_version_fails_the_gate_and_registers_nothing(workspace):
+    dev = workspace.root / "data" / "stsb" / "dev.tsv"
+    lines = dev.read_text().splitlines()
+    fields = lines[1].split("\t")
+    fields[4], fields[5] = "9.5", ""  # a score out of range and an empty sentence
+    lines[1] = "\t".join(fields)
+    dev.write_text("\n".join(lines) + "\n")
+    subprocess.run([str(BIN / "dvc"), "add", "-q", "data"],
+                   cwd=workspace.root, env=workspace.env, check=True)
+    result, _ = _run(workspace)
+    assert result.returncode == 3, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "data gate failed" in result.stderr
+    assert "stsb/dev" in result.stderr and "score" in result.stderr
+    client = workspace.client()
+    assert client.search_registered_models() == []
+    (run,) = _runs(workspace)
+    assert run.info.status == "FAILED" and run.data.tags["paperline.status"] == "gate-failed"
+    assert run.data.tags["paperline.dataset_md5"] != MD5
+    (lineage,) = AuditStore(workspace.store_url).lineage(project="sbert_sts")
+    assert lineage.status == "gate-failed" and lineage.model_version is None
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "code", "message"),
+    [
+        (["run", "no_such_project"], {}, 1, "unknown project 'no_such_project'; known projects:"),
+        (["run", "sbert_sts", "train.stages.0.lr=1"], {}, 2, "unknown key 'train.stages.0.lr'"),
+        (["run", "sbert_sts", "seed=many"], {}, 2, "'seed': Input should be a valid integer"),
+        (["run", "sbert_sts", "--config", "smoke"], {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}, 1,
+         "MLflow at http://127.0.0.1:9 is unreachable"),
+        (["rollback", MODEL, "--reason", "x"], {}, 1, f"{MODEL}"),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(workspace, args, env, code, message):
+    workspace.env.update(env)
+    result = workspace.paperline(*args)
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("paperline: error:") and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,32 @@
+"""A throwaway copy of the repository for tests that run DVC and the flows: its own data/, workspace and git."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+BIN = Path(sys.executable).parent
+
+
+def make_repo_copy(dest: Path, pull: bool = True) -> Path:
+    """Copy what a run needs (projects, flows, registry, data.dvc, .dvc/config) into `dest`, as a git repo."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("projects", "flows", "registry"):
+        shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "data.dvc", dest / "data.dvc")
+    (dest / ".gitignore").write_text("/data\n/.paperline\n")
+    run = lambda *args: subprocess.run(args, cwd=dest, check=True, capture_output=True, text=True)  # noqa: E731
+    run("git", "init", "-q")
+    run(str(BIN / "dvc"), "init", "-q")
+    run(str(BIN / "dvc"), "config", "core.analytics", "false")
+    # An absolute remote URL: the copy does not sit beside ../shared as the repository does.
+    run(str(BIN / "dvc"), "remote", "add", "-d", "team", str(SHARED / "dvc-remote"))
+    run("git", "add", "-A")
+    run("git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "copy")
+    if pull:
+        run(str(BIN / "dvc"), "pull", "-q")
+    return dest

@@ -1,0 +1,372 @@
+"""The data gate (paperline.quality) on real data and on corrupted copies, with real Great Expectations."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from paperline.quality import DATA_KINDS, GateLimits, GateResult, gate_splits
+
+DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
+
+
+def read_tsv(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, sep="\t", quoting=csv.QUOTE_MINIMAL, keep_default_na=False)
+
+
+def real_splits(dataset: str, names: tuple[str, ...]) -> dict[str, pd.DataFrame]:
+    folder = DATASETS / dataset
+    if not folder.is_dir():
+        pytest.skip(f"real data not found at {folder}")
+    return {name: read_tsv(folder / f"{name}.tsv") for name in names}
+
+
+def stsb_frame(rows: int, first_id: int = 0) -> pd.DataFrame:
+    """A small clean STS-B-like split: distinct pairs, scores spread over [0, 5], STS-B's extra columns."""
+    ids = range(first_id, first_id + rows)
+    return pd.DataFrame(
+        {
+            "genre": "main-captions",
+            "sid": [f"{i:04d}" for i in ids],
+            "score": [(i % 11) / 2 for i in ids],
+            "sentence1": [f"A man number {i} is playing a guitar." for i in ids],
+            "sentence2": [f"Person {i} plays an instrument." for i in ids],
+        }
+    )
+
+
+def nli_frame(rows: int, first_id: int = 0) -> pd.DataFrame:
+    labels = ["entailment", "neutral", "contradiction"]
+    ids = range(first_id, first_id + rows)
+    return pd.DataFrame(
+        {
+            "premise": [f"Two dogs number {i} run on grass ." for i in ids],
+            "hypothesis": [f"Animal {i} is outside ." for i in ids],
+            "label": [labels[i % 3] for i in ids],
+        }
+    )
+
+
+@pytest.fixture
+def stsb_splits() -> dict[str, pd.DataFrame]:
+    return {"train": stsb_frame(40), "dev": stsb_frame(20, first_id=100)}
+
+
+def failure_keys(result: GateResult) -> list[tuple[str, str, str | None]]:
+    return [(f.split, f.expectation, f.column) for f in result.failures]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Real data
+
+
+def test_real_stsb_passes_with_default_limits():
+    splits = real_splits("stsb", ("train", "dev", "test"))
+    result = gate_splits("stsb", "scored_pairs", splits)
+    assert result.passed, "\n".join(result.summary_lines())
+    assert result.split_rows == {"train": 5749, "dev": 1500, "test": 1379}
+    assert result.summary_lines() == [
+        f"passed: {result.evaluated} expectations on splits train (5749 rows), dev (1500 rows), test (1379 rows)"
+    ]
+    # 14 per split (row count, 3 columns exist, 3 per text column, 3 for score, duplicates) + 2 leakage checks.
+    assert result.evaluated == 3 * 14 + 2
+
+
+def test_real_stsb_known_duplicates_and_overlap_fail_strict_limits():
+    """STS-B as published repeats pairs within splits (43 train, 2 dev, 1 test rows) and shares 6 dev and 7 test
+    pairs with train: the default limits tolerate them, zero limits show each."""
+    splits = real_splits("stsb", ("train", "dev", "test"))
+    strict = GateLimits(max_duplicate_fraction=0.0, max_leakage_fraction=0.0)
+    result = gate_splits("stsb", "scored_pairs", splits, strict)
+    assert failure_keys(result) == [
+        ("train", "expect_column_proportion_of_unique_values_to_be_between", "pair_key"),
+        ("dev", "expect_column_proportion_of_unique_values_to_be_between", "pair_key"),
+        ("train+dev", "expect_column_values_to_be_in_set", "pair_in_train"),
+        ("test", "expect_column_proportion_of_unique_values_to_be_between", "pair_key"),
+        ("train+test", "expect_column_values_to_be_in_set", "pair_in_train"),
+    ]
+    train_dups, dev_dups, dev_leak, test_dups, test_leak = result.failures
+    assert "repeats an earlier row in 43 of 5749 rows" in train_dups.detail
+    assert "repeats an earlier row in 2 of 1500 rows" in dev_dups.detail
+    assert "repeats an earlier row in 1 of 1379 rows" in test_dups.detail
+    assert "in 6 of 1500 rows" in dev_leak.detail
+    assert "in 7 of 1379 rows" in test_leak.detail
+    train_pairs = set(zip(splits["train"]["sentence1"].str.strip(), splits["train"]["sentence2"].str.strip()))
+    for row in dev_leak.sample_rows:
+        assert (row["sentence1"].strip(), row["sentence2"].strip()) in train_pairs
+
+
+def test_real_snli_dev_and_test_pass():
+    splits = real_splits("snli", ("dev", "test"))
+    result = gate_splits("snli", "nli_pairs", splits)
+    assert result.passed, "\n".join(result.summary_lines())
+    assert result.split_rows == {"dev": 9842, "test": 9824}
+    # No train split: nothing to leak into, so no leakage check.
+    assert not any(o.split.startswith("train") for o in result.outcomes)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Clean and corrupted small frames
+
+
+def test_clean_small_frames_pass(stsb_splits):
+    assert gate_splits("stsb", "scored_pairs", stsb_splits).passed
+    assert gate_splits("snli", "nli_pairs", {"train": nli_frame(30), "dev": nli_frame(15, 100)}).passed
+
+
+def _scores_out_of_range(splits):
+    splits["dev"].loc[[3, 5], "score"] = [7.5, -1.0]
+    return ("dev", "expect_column_values_to_be_between", "score"), {"score": [7.5, -1.0]}
+
+
+def _empty_sentence(splits):
+    splits["dev"].loc[2, "sentence1"] = ""
+    return ("dev", "expect_column_values_to_match_regex", "sentence1"), {"sentence1": [""]}
+
+
+def _whitespace_sentence(splits):
+    splits["train"].loc[9, "sentence2"] = "  \t "
+    return ("train", "expect_column_values_to_match_regex", "sentence2"), {"sentence2": ["  \t "]}
+
+
+def _null_sentence(splits):
+    splits["dev"].loc[4, "sentence2"] = None
+    return ("dev", "expect_column_values_to_not_be_null", "sentence2"), {"sentence2": [None]}
+
+
+def _null_score(splits):
+    splits["train"].loc[10, "score"] = None
+    return ("train", "expect_column_values_to_not_be_null", "score"), {"score": [None]}
+
+
+def _text_score(splits):
+    splits["dev"]["score"] = splits["dev"]["score"].astype(object)
+    splits["dev"].loc[1, "score"] = "high"
+    return ("dev", "expect_column_values_to_be_in_type_list", "score"), {"score": ["high"]}
+
+
+def _number_as_sentence(splits):
+    splits["dev"]["sentence1"] = splits["dev"]["sentence1"].astype(object)
+    splits["dev"].loc[6, "sentence1"] = 42
+    return ("dev", "expect_column_values_to_be_of_type", "sentence1"), {"sentence1": [42]}
+
+
+def _dev_row_copied_into_train(splits):
+    splits["train"] = pd.concat([splits["train"], splits["dev"].iloc[[7]]], ignore_index=True)
+    return ("train+dev", "expect_column_values_to_be_in_set", "pair_in_train"), {"sid": ["0107"]}
+
+
+def _leak_hidden_by_whitespace(splits):
+    leaked = splits["dev"].iloc[[7]].assign(sentence1=lambda f: "  " + f["sentence1"] + " ")
+    splits["train"] = pd.concat([splits["train"], leaked], ignore_index=True)
+    return ("train+dev", "expect_column_values_to_be_in_set", "pair_in_train"), {"sid": ["0107"]}
+
+
+def _many_duplicates(splits):
+    splits["train"] = pd.concat([splits["train"]] + [splits["train"].iloc[[0]]] * 5, ignore_index=True)
+    return ("train", "expect_column_proportion_of_unique_values_to_be_between", "pair_key"), {"sid": ["0000"] * 3}
+
+
+CORRUPTIONS = [
+    _scores_out_of_range,
+    _empty_sentence,
+    _whitespace_sentence,
+    _null_sentence,
+    _null_score,
+    _text_score,
+    _number_as_sentence,
+    _dev_row_copied_into_train,
+    _leak_hidden_by_whitespace,
+    _many_duplicates,
+]
+
+
+@pytest.mark.parametrize("corrupt", CORRUPTIONS, ids=lambda f: f.__name__.strip("_"))
+def test_each_corruption_is_one_failure_with_the_offending_rows(stsb_splits, corrupt):
+    expected, sample_values = corrupt(stsb_splits)
+    result = gate_splits("stsb", "scored_pairs", stsb_splits)
+    assert not result.passed
+    assert failure_keys(result) == [expected]
+    samples = result.failures[0].sample_rows
+    for column, values in sample_values.items():
+        assert [row[column] for row in samples] == values
+    # Sample rows keep the columns as given, extra ones included, not the gate's derived columns.
+    assert set(samples[0]) == {"genre", "sid", "score", "sentence1", "sentence2"}
+
+
+def test_missing_column_names_it_and_the_columns_found(stsb_splits):
+    stsb_splits["dev"] = stsb_splits["dev"].rename(columns={"score": "similarity"})
+    result = gate_splits("stsb", "scored_pairs", stsb_splits)
+    assert failure_keys(result) == [("dev", "expect_column_to_exist", "score")]
+    detail = result.failures[0].detail
+    assert detail == "column 'score' is missing; found columns: genre, sid, similarity, sentence1, sentence2"
+    assert result.failures[0].sample_rows == []
+
+
+def test_too_few_rows(stsb_splits):
+    result = gate_splits("stsb", "scored_pairs", stsb_splits, GateLimits(min_rows=25))
+    assert failure_keys(result) == [("dev", "expect_table_row_count_to_be_between", None)]
+    assert result.failures[0].detail == "row count outside [25, 10000000] (observed 20)"
+
+
+def test_empty_split_is_one_row_count_failure(stsb_splits):
+    stsb_splits["test"] = stsb_splits["dev"].iloc[:0]
+    result = gate_splits("stsb", "scored_pairs", stsb_splits)
+    assert failure_keys(result) == [("test", "expect_table_row_count_to_be_between", None)]
+
+
+def test_bad_and_missing_nli_labels():
+    dev = nli_frame(30)
+    dev.loc[3, "label"] = "-"
+    dev.loc[4, "label"] = None
+    result = gate_splits("snli", "nli_pairs", {"dev": dev})
+    assert failure_keys(result) == [
+        ("dev", "expect_column_values_to_not_be_null", "label"),
+        ("dev", "expect_column_values_to_be_in_set", "label"),
+    ]
+    assert result.failures[1].sample_rows == [dev.iloc[3].to_dict()]
+    assert result.failures[1].detail == "label not in {entailment, neutral, contradiction} in 1 of 30 rows (3.33%)"
+
+
+def test_sample_rows_follow_the_frames_own_index(stsb_splits):
+    # A filtered frame keeps gaps in its index; the sample must still be the offending row.
+    dev = stsb_splits["dev"].iloc[::2]
+    dev.loc[dev.index[4], "score"] = 9.0
+    result = gate_splits("stsb", "scored_pairs", {"dev": dev})
+    assert result.failures[0].sample_rows == [{**dev.iloc[4].to_dict(), "score": 9.0}]
+
+
+def test_all_corruptions_at_once_give_one_failure_and_one_line_each(stsb_splits):
+    for corrupt in (_scores_out_of_range, _empty_sentence, _null_score, _dev_row_copied_into_train, _many_duplicates):
+        corrupt(stsb_splits)
+    stsb_splits["test"] = stsb_frame(20, first_id=200).drop(columns=["sentence2"])
+    result = gate_splits("stsb", "scored_pairs", stsb_splits)
+    assert sorted(failure_keys(result)) == sorted(
+        [
+            ("dev", "expect_column_values_to_be_between", "score"),
+            ("dev", "expect_column_values_to_match_regex", "sentence1"),
+            ("train", "expect_column_values_to_not_be_null", "score"),
+            ("train+dev", "expect_column_values_to_be_in_set", "pair_in_train"),
+            ("train", "expect_column_proportion_of_unique_values_to_be_between", "pair_key"),
+            ("test", "expect_column_to_exist", "sentence2"),
+        ]
+    )
+    lines = result.summary_lines()
+    assert len(lines) == len(result.failures)
+    assert lines[0].startswith("stsb/train: expect_column_values_to_not_be_null(score): score is null in 1 of 46 rows (2.17%)")
+    assert all(line.startswith("stsb/") for line in lines)
+    between = next(line for line in lines if "between(score)" in line)
+    assert "score outside [0, 5] in 2 of 20 rows (10.00%); e.g. {" in between and '"score": 7.5' in between
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Limits and arguments
+
+
+def test_leakage_check_can_be_switched_off(stsb_splits):
+    _dev_row_copied_into_train(stsb_splits)
+    result = gate_splits("stsb", "scored_pairs", stsb_splits, GateLimits(check_leakage=False))
+    assert result.passed
+    assert not any(o.split == "train+dev" for o in result.outcomes)
+
+
+def test_leakage_within_its_limit_passes_and_shows_in_the_report(stsb_splits):
+    _dev_row_copied_into_train(stsb_splits)
+    result = gate_splits("stsb", "scored_pairs", stsb_splits, GateLimits(max_leakage_fraction=0.05))
+    assert result.passed
+    leak = next(o for o in result.outcomes if o.split == "train+dev")
+    assert leak.observed == "1 of 20 rows unexpected"
+
+
+def test_other_train_split_name_is_used_for_leakage():
+    splits = {"fit": stsb_frame(40), "holdout": stsb_frame(20, first_id=100)}
+    splits["fit"] = pd.concat([splits["fit"], splits["holdout"].iloc[[0]]], ignore_index=True)
+    result = gate_splits("stsb", "scored_pairs", splits, train_split="fit")
+    assert failure_keys(result) == [("fit+holdout", "expect_column_values_to_be_in_set", "pair_in_fit")]
+
+
+def test_unknown_kind_is_a_value_error(stsb_splits):
+    with pytest.raises(ValueError) as error:
+        gate_splits("stsb", "triplets", stsb_splits)
+    assert str(error.value) == "unknown data kind 'triplets': expected one of scored_pairs, nli_pairs"
+    assert DATA_KINDS == ("scored_pairs", "nli_pairs")
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"min_rows": 10, "max_rows": 5}, {"max_duplicate_fraction": 1.5}, {"max_leakage_fraction": -0.1}]
+)
+def test_inconsistent_limits_are_refused(kwargs):
+    with pytest.raises(ValueError, match="GateLimits"):
+        GateLimits(**kwargs)
+
+
+def test_gate_prints_nothing(stsb_splits, capfd):
+    gate_splits("stsb", "scored_pairs", stsb_splits)
+    captured = capfd.readouterr()
+    assert (captured.out, captured.err) == ("", "")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reports
+
+
+@pytest.fixture
+def failed_result(stsb_splits) -> GateResult:
+    _scores_out_of_range(stsb_splits)
+    stsb_splits["dev"].loc[8, "sentence1"] = "Tom said <b>hi</b> | bye"
+    stsb_splits["dev"].loc[8, "score"] = 11.0
+    return gate_splits("stsb", "scored_pairs", stsb_splits)
+
+
+def test_markdown_report_lists_every_expectation_and_the_failure(failed_result):
+    text = failed_result.to_markdown()
+    assert text.startswith("# Data gate: stsb (scored_pairs): FAILED (1 failed)\n")
+    table_rows = [line for line in text.splitlines() if line.startswith(("| train |", "| dev |", "| train+dev |"))]
+    assert len(table_rows) == failed_result.evaluated
+    assert "| dev | expect_column_values_to_be_between | score | **no** | 3 of 20 rows unexpected |" in text
+    assert "### stsb/dev: expect_column_values_to_be_between(score)" in text
+    assert "Tom said <b>hi</b> \\| bye" in text  # the pipe is escaped so that the sample table holds
+
+
+def test_html_report_is_standalone_and_escaped(failed_result):
+    page = failed_result.to_html()
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    assert "Tom said &lt;b&gt;hi&lt;/b&gt; | bye" in page and "<b>hi</b>" not in page
+    assert "<script" not in page and "http" not in page
+    assert page.count("<tr") == 1 + failed_result.evaluated + 1 + 3  # headers, outcomes, sample rows
+
+
+def test_dict_report_is_json_serialisable(failed_result):
+    data = json.loads(json.dumps(failed_result.to_dict()))
+    assert data["passed"] is False and data["dataset"] == "stsb" and data["kind"] == "scored_pairs"
+    assert data["failures"][0]["sample_rows"][0]["score"] == 7.5
+    assert len(data["outcomes"]) == data["evaluated"]
+    assert data["split_rows"] == {"train": 40, "dev": 20}
+
+
+def test_passed_report(stsb_splits):
+    result = gate_splits("stsb", "scored_pairs", stsb_splits)
+    assert result.to_markdown().startswith("# Data gate: stsb (scored_pairs): passed\n")
+    assert "## Failures" not in result.to_markdown() and "<h2>Failures</h2>" not in result.to_html()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Import
+
+
+def test_module_imports_without_great_expectations():
+    # A bare training worker has no GX: importing the module, and building results, must not need it.
+    code = (
+        "import sys; sys.modules['great_expectations'] = None\n"
+        "import paperline.quality as q\n"
+        "r = q.GateResult('d', 'nli_pairs', True, 0, [], {'dev': 1})\n"
+        "assert r.summary_lines() == ['passed: 0 expectations on splits dev (1 rows)']\n"
+        "assert 'pandas' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

