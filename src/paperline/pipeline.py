@@ -50,6 +50,16 @@ def cache_key(project: Project, cfg: ProjectConfig, dataset_md5: str) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
+def gate_cache_key(cfg: ProjectConfig, dataset_md5: str) -> str:
+    """The gate's verdict depends only on the data version, the splits read and the gate's code."""
+    uses = sorted((name, use.kind, tuple(use.splits)) for name, use in cfg.data.items())
+    code = [(LIBRARY_DIR / name).read_bytes() for name in ("quality.py", "quality_report.py", "pipeline.py")]
+    sha = hashlib.sha256(repr((uses, dataset_md5)).encode())
+    for blob in code:
+        sha.update(blob)
+    return sha.hexdigest()
+
+
 def git_commit(root: Path) -> str:
     """The commit of the repository, with `-dirty` when tracked files differ from it."""
     try:

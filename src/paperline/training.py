@@ -113,6 +113,7 @@ class TrainSettings:
     max_steps: int = -1  # > 0 caps the steps (smoke configs)
     device: str = "auto"
     progress: bool = True
+    group_by_length: bool = False  # length-grouped batches (paperline.batching): less padding, same rows
 
 
 def fit(model: Any, train_dataset: Any, loss: Any, settings: TrainSettings) -> TrainResult:
@@ -122,6 +123,8 @@ def fit(model: Any, train_dataset: Any, loss: Any, settings: TrainSettings) -> T
     kept); when the folder already holds one, training continues from it with the same data order.
     """
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+
+    from paperline.batching import LengthGroupedBatchSampler
 
     device = select_device(settings.device)
     precision = mixed_precision(device)
@@ -146,6 +149,7 @@ def fit(model: Any, train_dataset: Any, loss: Any, settings: TrainSettings) -> T
         report_to="none",
         disable_tqdm=not settings.progress,
         use_cpu=device == "cpu",
+        **({"batch_sampler": LengthGroupedBatchSampler} if settings.group_by_length else {}),
     )
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset, loss=loss)
     started = time.perf_counter()

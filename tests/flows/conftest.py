@@ -58,5 +58,11 @@ class Workspace:
 
 
 @pytest.fixture
-def workspace(tmp_path, prefect_api):
-    return Workspace(make_repo_copy(tmp_path / "repo"), prefect_api)
+def make_workspace(tmp_path, prefect_api):
+    """A factory of workspaces, each a fresh repository copy; keyword arguments are environment variables."""
+    return lambda **env: Workspace(make_repo_copy(tmp_path / "repo"), prefect_api, **env)
+
+
+@pytest.fixture
+def workspace(make_workspace):
+    return make_workspace()

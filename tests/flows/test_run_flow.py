@@ -123,3 +123,18 @@ def test_bad_input_is_one_line_and_nonzero(workspace, args, env, code, message):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("paperline: error:") and message in lines[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.postgres
+def test_run_with_mlflow_and_the_store_on_postgresql(make_workspace, new_postgres_database):
+    url = new_postgres_database()
+    # MLflow reads a bare postgresql:// as psycopg 3 under SQLAlchemy 2.1; psycopg2 is what is installed.
+    ws = make_workspace(MLFLOW_TRACKING_URI=url.replace("postgresql://", "postgresql+psycopg2://"),
+                        PAPERLINE_STORE_URL=url)
+    result = ws.paperline("run", "sbert_sts", "--config", "smoke")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert str(ws.client().get_model_version_by_alias(MODEL, "champion").version) == "1"
+    store = AuditStore(url)
+    assert [e.alias for e in store.alias_history(MODEL)] == ["challenger", "champion"]
+    assert store.lineage(project="sbert_sts")[0].status == "registered"
+    store.close()

