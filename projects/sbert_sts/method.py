@@ -38,7 +38,7 @@ class Stage(StrictModel):
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     max_rows: int | None = Field(None, ge=2)  # cap on training rows, for smoke runs
     max_steps: int = -1  # > 0 caps the optimizer steps, for smoke runs
-    group_by_length: bool = True  # batches of similar lengths: less padding (paperline.batching)
+    group_by_length: bool = False  # batches of similar lengths: less padding, see paperline.batching
 
 
 class Train(StrictModel):
