@@ -1,0 +1,55 @@
+"""sbert_sts: how configs become training data and losses (the flow tests run it end to end)."""
+
+from pathlib import Path
+
+import pytest
+
+from paperline.data import NliPair, ScoredPair
+from paperline.projects import discover
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def method():
+    return discover(REPO / "projects")["sbert_sts"].method()
+
+
+class FakeData:
+    """Rows in memory, with the interface of ProjectData."""
+
+    def __init__(self, splits):
+        self.splits = splits
+
+    def read(self, dataset, split):
+        return self.splits[(dataset, split)]
+
+
+def test_scored_pairs_are_scaled_to_unit_similarity(method):
+    stage = method.Stage(name="sts", dataset="stsb", loss="cosent")
+    data = FakeData({("stsb", "train"): [ScoredPair("a", "b", 5.0), ScoredPair("c", "d", 2.5)]})
+    rows = method.training_rows(stage, data, seed=0)
+    assert rows.column_names == ["sentence1", "sentence2", "score"]
+    assert rows["score"] == [1.0, 0.5]
+
+
+def test_nli_rows_become_triplets_with_contradictions_as_hard_negatives(method):
+    stage = method.Stage(name="nli", dataset="snli", loss="mnrl", max_rows=10)
+    dev = [NliPair("p1", "e1", "entailment"), NliPair("p1", "c1", "contradiction"), NliPair("p1", "n1", "neutral"),
+           NliPair("p2", "e2", "entailment")]  # p2 has no contradiction: no triplet
+    test = [NliPair("p3", "e3", "entailment"), NliPair("p3", "e3b", "entailment"), NliPair("p3", "c3", "contradiction")]
+    rows = method.training_rows(stage, FakeData({("snli", "dev"): dev, ("snli", "test"): test}), seed=0)
+    triplets = sorted(zip(rows["anchor"], rows["positive"], rows["negative"]))
+    assert triplets == [("p1", "e1", "c1"), ("p3", "e3", "c3"), ("p3", "e3b", "c3")]
+
+
+def test_each_loss_name_maps_to_the_sentence_transformers_loss(method):
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.losses import CoSENTLoss, CosineSimilarityLoss, MultipleNegativesRankingLoss
+
+    from paperline.models import resolve_model_path
+
+    model = SentenceTransformer(resolve_model_path("sentence-transformers/all-MiniLM-L6-v2"), device="cpu")
+    expected = {"cosent": CoSENTLoss, "cosine": CosineSimilarityLoss, "mnrl": MultipleNegativesRankingLoss}
+    for name, cls in expected.items():
+        assert isinstance(method.make_loss(name, model), cls)
