@@ -15,7 +15,7 @@ import logging
 import shutil
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 from prefect.states import Failed
 from prefect.utilities.urls import url_for
@@ -175,6 +175,8 @@ def run_project(project_name: str, config_name: str = "default", overrides: list
         for name, path in evaluation.artifacts.items():
             mlflow.log_artifact(str(path), "evaluation")
         tracking.log_tables(evaluation.tables)
+        for name, columns in evaluation.tables.items():  # grids and curves, readable in the dashboard
+            create_table_artifact(key=name.replace("_", "-"), table=columns, description=f"{project.name}: {name}")
         mlflow.set_tag("paperline.cache_hit", str(summary.cache_hit))
 
         register_and_promote(registry, summary, model, key, project, policy, lineage)

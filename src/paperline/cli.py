@@ -169,6 +169,32 @@ def cmd_rollback(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    """Cut a registered sentence-transformers model to a (layers, dims) budget and write a plain folder."""
+    import tempfile
+
+    import mlflow
+
+    from paperline.export import export_truncated
+    from paperline.registry import RegistryError
+
+    name, sep, alias = args.model.partition("@")
+    if not sep or not alias:
+        raise RegistryError(f"'{args.model}' is not <name>@<alias>; e.g. matryoshka_2d@champion")
+    _registry()  # points MLflow at the workspace's tracking store
+    try:
+        model = mlflow.sentence_transformers.load_model(f"models:/{name}@{alias}")
+    except mlflow.exceptions.MlflowException as exc:
+        raise RegistryError(f"cannot load models:/{name}@{alias}: {str(exc).splitlines()[0]}; "
+                            "`paperline models ls` lists models and aliases") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save(tmp)
+        out = export_truncated(tmp, args.layers, args.dim, args.out)
+    print(f"wrote {out}: {name}@{alias} cut to {args.layers} layers x {args.dim} dims; "
+          f"load it with SentenceTransformer('{out}')")
+    return 0
+
+
 # ---- services ---------------------------------------------------------------------------------------------------
 
 
@@ -246,6 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("name")
     rollback.add_argument("--reason", required=True, help="why; written to the audit history")
     rollback.set_defaults(func=cmd_rollback)
+
+    export = sub.add_parser("export", help="write a registered model cut to K layers and D dims (2D Matryoshka)")
+    export.add_argument("model", metavar="NAME@ALIAS", help="e.g. matryoshka_2d@champion")
+    export.add_argument("--layers", type=int, required=True, help="keep the first K transformer layers")
+    export.add_argument("--dim", type=int, required=True, help="truncate embeddings to the first D dimensions")
+    export.add_argument("out", help="output folder (a plain sentence-transformers model)")
+    export.set_defaults(func=cmd_export)
 
     sub.add_parser("ui", help="how to open the Prefect dashboard and the MLflow UI").set_defaults(func=cmd_ui)
     server = sub.add_parser("server", help="the workspace's local Prefect server").add_subparsers(

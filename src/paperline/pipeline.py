@@ -131,7 +131,11 @@ class RunSummary:
 
     def lines(self, primary_metric: str | None = None) -> list[str]:
         out = [f"{self.project} [{self.config}]: {self.status}" + (f": {self.message}" if self.message else "")]
-        for name, value in sorted(self.metrics.items()):
+        shown = sorted(self.metrics.items())
+        if len(shown) > 12:  # a grid of metrics belongs in MLflow; the summary keeps the headline numbers
+            shown = [(k, v) for k, v in shown if k.endswith(str(primary_metric))] or shown[:12]
+            out.append(f"  ({len(self.metrics) - len(shown)} more metrics in the MLflow run)")
+        for name, value in shown:
             mark = "  <- primary" if name == primary_metric else ""
             out.append(f"  {name:<40} {value:8.2f}{mark}")
         if self.model_version:
