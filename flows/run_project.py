@@ -161,32 +161,48 @@ def run_project(project_name: str, config_name: str = "default", overrides: list
             mlflow.end_run(status="FAILED")
             return Failed(message=f"data gate failed: {summary.message}", data=summary)
 
-        trained = train(project, cfg, data, key, settings, return_state=True)
-        model = trained.result()
-        if not model.path.exists():  # the cached result outlived its files (workspace cleaned): recompute
-            trained = train.with_options(refresh_cache=True)(project, cfg, data, key, settings, return_state=True)
-            model = trained.result()
-        evaluated = evaluate(project, model, cfg, data, key, settings, return_state=True)
-        evaluation = evaluated.result()
-        summary.cache_hit = trained.name == "Cached" and evaluated.name == "Cached"
-        summary.metrics = evaluation.metrics
-        mlflow.log_metrics(evaluation.metrics)
-        mlflow.log_metrics({k: v for k, v in model.info.items() if isinstance(v, (int, float))})
-        for name, path in evaluation.artifacts.items():
-            mlflow.log_artifact(str(path), "evaluation")
-        tracking.log_tables(evaluation.tables)
-        for name, columns in evaluation.tables.items():  # grids and curves, readable in the dashboard
-            create_table_artifact(key=name.replace("_", "-"), table=columns, description=f"{project.name}: {name}")
-        mlflow.set_tag("paperline.cache_hit", str(summary.cache_hit))
-
-        register_and_promote(registry, summary, model, key, project, policy, lineage)
-        summary.status = "cached" if summary.cache_hit else "registered"
-        mlflow.set_tag("paperline.status", summary.status)
+        try:
+            _train_evaluate_register(project, cfg, data, key, settings, registry, summary, policy, lineage)
+        except Exception as error:  # the run's lineage says how it ended, whatever ended it
+            store.record_lineage(**record, model_version=None, status="failed", details={"error": str(error)})
+            mlflow.set_tag("paperline.status", "failed")
+            raise
         store.record_lineage(**record, model_version=summary.model_version, status=summary.status,
                              details={"metrics": summary.metrics, "decision": summary.decision})
-        shutil.rmtree(settings.runs_dir / key[:16] / "checkpoints", ignore_errors=True)
+        _remove_checkpoints(settings.runs_dir / key[:16])
     create_markdown_artifact(key="run-summary", markdown="\n".join(["```", *summary.lines(), "```"]))
     return summary
+
+
+def _train_evaluate_register(project, cfg, data, key, settings, registry, summary, policy, lineage) -> None:
+    import mlflow
+
+    trained = train(project, cfg, data, key, settings, return_state=True)
+    model = trained.result()
+    if not model.path.exists():  # the cached result outlived its files (workspace cleaned): recompute
+        trained = train.with_options(refresh_cache=True)(project, cfg, data, key, settings, return_state=True)
+        model = trained.result()
+    evaluated = evaluate(project, model, cfg, data, key, settings, return_state=True)
+    evaluation = evaluated.result()
+    summary.cache_hit = trained.name == "Cached" and evaluated.name == "Cached"
+    summary.metrics = evaluation.metrics
+    mlflow.log_metrics(evaluation.metrics)
+    mlflow.log_metrics({k: v for k, v in model.info.items() if isinstance(v, (int, float))})
+    for path in evaluation.artifacts.values():
+        mlflow.log_artifact(str(path), "evaluation")
+    tracking.log_tables(evaluation.tables)
+    for name, columns in evaluation.tables.items():  # grids and curves, readable in the dashboard
+        create_table_artifact(key=name.replace("_", "-"), table=columns, description=f"{project.name}: {name}")
+    mlflow.set_tag("paperline.cache_hit", str(summary.cache_hit))
+    register_and_promote(registry, summary, model, key, project, policy, lineage)
+    summary.status = "cached" if summary.cache_hit else "registered"
+    mlflow.set_tag("paperline.status", summary.status)
+
+
+def _remove_checkpoints(workdir) -> None:
+    """Checkpoints exist to resume a killed job; once the model is registered they are only disk (~270 MB each)."""
+    for folder in sorted(workdir.glob("**/checkpoint-*"), reverse=True):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def main() -> None:

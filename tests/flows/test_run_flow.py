@@ -138,3 +138,22 @@ def test_run_with_mlflow_and_the_store_on_postgresql(make_workspace, new_postgre
     assert [e.alias for e in store.alias_history(MODEL)] == ["challenger", "champion"]
     assert store.lineage(project="sbert_sts")[0].status == "registered"
     store.close()
+
+
+def test_a_corrupted_checkpoint_stops_the_run_with_one_line_and_registers_nothing(workspace):
+    from paperline.pipeline import cache_key
+    from paperline.projects import get_project
+
+    project = get_project(workspace.root / "projects", "sbert_sts")
+    key = cache_key(project, project.load_config("smoke"), MD5)
+    checkpoint = workspace.root / ".paperline" / "runs" / key[:16] / "stage0-sts" / "checkpoints" / "checkpoint-2"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text('{"global_step": 2}')
+    (checkpoint / "model.safetensors").write_bytes(b"\x00" * 64)  # a write cut short
+    result, _ = _run(workspace)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("paperline: error: checkpoint") and "is corrupted" in last and "delete" in last
+    assert workspace.client().search_registered_models() == []
+    (lineage,) = AuditStore(workspace.store_url).lineage(project="sbert_sts")
+    assert lineage.status == "failed" and "corrupted" in lineage.details["error"]
