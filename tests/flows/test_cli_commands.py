@@ -1,0 +1,37 @@
+"""The other `paperline` commands, as a user types them, on a repository copy."""
+
+import subprocess
+
+import pytest
+from repo_copy import BIN, REPO
+
+COMMANDS = [["ls"], ["run"], ["data"], ["data", "pull"], ["data", "status"], ["data", "validate"], ["models"],
+            ["models", "ls"], ["models", "history"], ["promote"], ["rollback"], ["ui"], ["export"], ["server"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_command_has_help(command):
+    result = subprocess.run([str(BIN / "paperline"), *command, "--help"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0 and "usage: paperline" in result.stdout
+
+
+def test_data_commands_report_the_version_and_the_gate(workspace):
+    status = workspace.paperline("data", "status")
+    assert status.returncode == 0 and "2ed8095159e767091da6de554533a1c3.dir" in status.stdout
+    assert "matches data.dvc" in status.stdout
+    validate = workspace.paperline("data", "validate", "--report", "gate.md")
+    assert validate.returncode == 0, validate.stderr
+    assert "stsb: passed" in validate.stdout or "passed:" in validate.stdout
+    assert (workspace.root / "gate.md").read_text().count("|") > 10
+    (workspace.root / "data" / "snli" / "dev.tsv").write_text("premise\thypothesis\tlabel\n")
+    changed = workspace.paperline("data", "status")
+    assert changed.returncode == 1 and "differs from data.dvc" in changed.stdout
+    restored = workspace.paperline("data", "pull", "--force")
+    assert restored.returncode == 0 and "2ed8095159e767091da6de554533a1c3.dir" in restored.stdout
+
+
+def test_ls_and_ui(workspace):
+    listed = workspace.paperline("ls")
+    assert listed.returncode == 0 and "sbert_sts" in listed.stdout and "arXiv 1908.10084" in listed.stdout
+    ui = workspace.paperline("ui")
+    assert ui.returncode == 0 and "Prefect dashboard" in ui.stdout and "mlflow ui --backend-store-uri" in ui.stdout
