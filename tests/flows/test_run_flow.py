@@ -61,6 +61,13 @@ def test_run_registers_promotes_and_caches(workspace):
     (lineage,) = store.lineage(mlflow_run_id=run.info.run_id)
     assert (lineage.status, lineage.model_version, lineage.dataset_md5) == ("registered", "1", MD5)
 
+    # The champion loads the way a serving job loads it.
+    import mlflow
+
+    mlflow.set_tracking_uri(workspace.tracking_uri)
+    champion = mlflow.sentence_transformers.load_model(f"models:/{MODEL}@champion")
+    assert champion.encode(["a plane is taking off", "a man plays a flute"]).shape == (2, 384)
+
     printed = workspace.paperline("models", "history", MODEL)
     assert printed.returncode == 0 and "auto-promote" in printed.stdout and "policy" in printed.stdout
 
