@@ -164,3 +164,19 @@ def test_a_corrupted_checkpoint_stops_the_run_with_one_line_and_registers_nothin
     assert workspace.client().search_registered_models() == []
     (lineage,) = AuditStore(workspace.store_url).lineage(project="sbert_sts")
     assert lineage.status == "failed" and "corrupted" in lineage.details["error"]
+
+
+def test_a_training_free_project_runs_the_same_flow_and_serves_as_pyfunc(workspace):
+    """token_prepending has no train step: `prepare` builds the model; gate, tracking and registry are the same."""
+    import mlflow
+
+    result = workspace.paperline("run", "token_prepending", "--config", "smoke")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "token_prepending-smoke v1, alias champion (promoted)" in result.stdout
+    mlflow.set_tracking_uri(workspace.tracking_uri)
+    model = mlflow.pyfunc.load_model("models:/token_prepending-smoke@champion")
+    embeddings = model.predict(["A plane is taking off.", "A man is playing a flute."])
+    assert embeddings.shape == (2, 576)
+    run = workspace.client().search_runs([workspace.client().get_experiment_by_name("token_prepending").experiment_id])[0]
+    assert "stsb_test_spearman" in run.data.metrics
+    assert any(a.path.endswith(".png") for a in workspace.client().list_artifacts(run.info.run_id, "evaluation"))

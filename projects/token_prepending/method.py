@@ -1,0 +1,331 @@
+"""Token Prepending: training-free sentence embeddings from a decoder-only LM (PromptEOL + TP), as a pyfunc model.
+
+- Fu et al., "Token Prepending: A Training-Free Approach for Eliciting Better Sentence Embeddings from LLMs",
+  ACL 2025 (arXiv 2412.11556): a placeholder before the sentence takes, at the input of each layer of a band,
+  the previous layer's last-token state; the embedding is read at an intermediate layer (early exit).
+- Jiang et al., "Scaling Sentence Embeddings with Large Language Models" (PromptEOL, arXiv 2307.16645): the
+  last token's state under `This sentence : "<s>" means in one word:"`.
+
+The interface the flows call (see paperline.projects): `Config`, `prepare` (no training: the dev search over
+TP's band, placeholder position and output layer, and the pyfunc model), `evaluate` (STS-B test Spearman of
+every variant at every layer, the line plot, and the dev-chosen TP setting on test). The hooks live in
+token_prepending.py, which the pyfunc model also ships; this file only maps config to them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from paperline.config import ProjectConfig, StrictModel
+from paperline.projects import Evaluation, ProjectData, RunContext, TrainedModel
+
+HERE = Path(__file__).resolve().parent
+SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
+Position = Literal["before_sentence", "before_quote"]
+
+
+def _sibling(name: str):
+    """Import a module of this folder under a private name (projects are folders, not packages)."""
+    full = f"paperline_projects.token_prepending.{name}"
+    if full not in sys.modules:
+        spec = importlib.util.spec_from_file_location(full, HERE / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[full] = module
+        spec.loader.exec_module(module)
+    return sys.modules[full]
+
+
+hooks = _sibling("token_prepending")
+curves = _sibling("curves")
+
+
+# ---- config ------------------------------------------------------------------------------------------------
+
+
+class Embedding(StrictModel):
+    prompt: str = hooks.PROMPTEOL  # PromptEOL's template; {sentence} is the slot
+    normalize: bool = True  # the reference's clean-up of each sentence inside the quotes
+    batch_size: int = Field(32, ge=1)  # sorted by length, so a batch pads little
+    max_sentence_tokens: int = Field(256, ge=1)
+
+
+class TP(StrictModel):
+    """The TP setting used when the search is off (and the paper's LLaMA-2 setting: band [1, 7))."""
+
+    placeholder: str = "eos"  # a single token; eos = the tokenizer's EOS, never inside an STS sentence
+    position: Position = "before_sentence"
+    start: int = Field(1, ge=0)
+    exit: int = Field(7, ge=1)
+    output_layer: int = -1  # hidden state read out: 0..L, or negative from the end (-1 = the last)
+
+    @model_validator(mode="after")
+    def _band(self):
+        if self.exit <= self.start:
+            raise ValueError(f"tp.exit ({self.exit}) must be above tp.start ({self.start})")
+        return self
+
+
+class Search(StrictModel):
+    """The dev-only search over placeholder position x band; each band's output layer comes from its curve."""
+
+    enabled: bool = True
+    dataset: str = "stsb"
+    split: str = "dev"
+    max_rows: int | None = Field(None, ge=2)  # dev pairs used; fewer rows, less CPU time
+    positions: list[Position] = ["before_sentence"]
+    bands: list[tuple[int, int]] = [(1, 7)]
+    min_layer: int = Field(1, ge=0)  # lowest hidden state an embedding may be read from
+
+    @model_validator(mode="after")
+    def _bands(self):
+        bad = [b for b in self.bands if not 0 <= b[0] < b[1]]
+        if bad:
+            raise ValueError(f"search.bands {bad}: each band is [start, exit) with 0 <= start < exit")
+        return self
+
+
+class Evaluate(StrictModel):
+    dataset: str = "stsb"
+    split: str = "test"
+    max_rows: int | None = Field(None, ge=2)
+    baselines: list[Literal["mean", "last", "prompteol"]] = ["mean", "last", "prompteol"]
+    bootstrap_rounds: int = Field(1000, ge=10)  # resamples for the interval of TP - PromptEOL
+
+
+class Config(ProjectConfig):
+    base_model: str = SMOLLM2
+    model_cache: str | None = None  # folder for converted models; default <repo>/.paperline/models
+    threads: int | None = Field(None, ge=1)  # torch CPU threads; None leaves torch's default
+    embedding: Embedding = Embedding()
+    tp: TP = TP()
+    search: Search = Search()
+    evaluate: Evaluate = Evaluate()
+
+
+# ---- helpers -----------------------------------------------------------------------------------------------
+
+
+def _load(cfg: Config):
+    import torch
+
+    from paperline.causal_lm import load_causal_lm, materialize
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    cache = Path(cfg.model_cache) if cfg.model_cache else None
+    folder = materialize(cfg.base_model, cache)
+    model, tokenizer = load_causal_lm(folder)
+    _check(cfg, model, tokenizer)
+    return model, tokenizer, folder
+
+
+def _check(cfg: Config, model, tokenizer) -> None:
+    """Settings that only the model can validate, as one clear line before any pass."""
+    from paperline.config import ConfigError
+
+    layers = len(hooks.decoder_layers(model))
+    bands = list(cfg.search.bands) if cfg.search.enabled else [(cfg.tp.start, cfg.tp.exit)]
+    too_deep = [b for b in bands if b[1] > layers]
+    if too_deep:
+        raise ConfigError(f"TP bands {too_deep} end beyond {cfg.base_model}'s {layers} decoder layers; "
+                          f"keep exit <= {layers}")
+    if not -(layers + 1) <= cfg.tp.output_layer <= layers:
+        raise ConfigError(f"tp.output_layer {cfg.tp.output_layer} is outside 0..{layers} (or -1..-{layers + 1})")
+    try:
+        hooks.placeholder_token(tokenizer, _settings(cfg, placeholder=cfg.tp.placeholder))
+    except ValueError:
+        raise ConfigError(f"tp.placeholder {cfg.tp.placeholder!r} is not a single token of {cfg.base_model}'s "
+                          "tokenizer; use eos or a special token of that tokenizer") from None
+
+
+def _settings(cfg: Config, **tp) -> object:
+    """EmbedSettings for a variant: prompteol (no tp), tp (with band/position/layer), or a bare-sentence pooling."""
+    e = cfg.embedding
+    base = hooks.EmbedSettings(prompt=e.prompt, normalize=e.normalize, max_sentence_tokens=e.max_sentence_tokens)
+    return hooks.variant(base, **tp)
+
+
+def _bare(cfg: Config, pooling: str):
+    return hooks.variant(_settings(cfg), prompt=None, pooling=pooling, normalize=False)
+
+
+def _rows(data: ProjectData, dataset: str, split: str, max_rows: int | None):
+    rows = data.read(dataset, split)
+    return rows[:max_rows] if max_rows else rows
+
+
+def _curve(model, tokenizer, split, settings, cfg: Config, cosines: dict | None = None, name: str = "") -> list[float]:
+    """Spearman at every layer from one encode; `cosines[name]` keeps the per-pair cosines for the bootstrap."""
+    embeddings = hooks.encode_all_layers(model, tokenizer, split.sentences, settings, cfg.embedding.batch_size)
+    cosine = curves.pair_cosines(embeddings, split)
+    if cosines is not None:
+        cosines[name] = cosine
+    return curves.layer_spearman(embeddings, split, cosine)
+
+
+# ---- the interface -------------------------------------------------------------------------------------------
+
+
+def prepare(cfg: Config, data: ProjectData, ctx: RunContext) -> TrainedModel:
+    """Choose TP's placeholder position, band and output layer on STS-B dev (the knobs of Fu et al. 2025,
+    arXiv 2412.11556; the reference's dev mode scores STS-B dev), and build the pyfunc model with that
+    setting. No weight changes: training-free."""
+    model, tokenizer, folder = _load(cfg)
+    out = ctx.workdir / "token_prepending"
+    out.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
+    if cfg.search.enabled:
+        dev = curves.Split.of(_rows(data, cfg.search.dataset, cfg.search.split, cfg.search.max_rows))
+        search = curves.SearchResult()
+        for position in cfg.search.positions:
+            for start, exit in cfg.search.bands:
+                tp = dict(placeholder=cfg.tp.placeholder, position=position, start=start, exit=exit)
+                values = _curve(model, tokenizer, dev, _settings(cfg, **tp), cfg)
+                search.add(position, start, exit, values, cfg.search.min_layer)
+        prompteol = _curve(model, tokenizer, dev, _settings(cfg), cfg)
+        best = search.chosen()
+        position, start, exit, layer = best["position"], best["start"], best["exit"], best["best_layer"]
+        prompteol_best = curves.Best.of(prompteol, cfg.search.min_layer)
+        search.save(
+            out / "dev_search.json",
+            {"prompteol_dev_curve": prompteol, "prompteol_dev_layer": prompteol_best.layer,
+             "dev_pairs": len(dev.gold), "seconds": time.perf_counter() - began},
+        )
+    else:
+        position, start, exit, layer = cfg.tp.position, cfg.tp.start, cfg.tp.exit, cfg.tp.output_layer
+    chosen = _settings(cfg, placeholder=cfg.tp.placeholder, position=position, start=start, exit=exit,
+                       output_layer=layer)
+    settings_path = out / "settings.json"
+    settings_path.write_text(
+        json.dumps({"embedding": chosen.to_json(), "batch_size": cfg.embedding.batch_size, "base_model": cfg.base_model},
+                   indent=1)
+    )
+    # The chosen setting as a dict (not metrics: evaluate reports it with the scores); seconds as a metric.
+    info: dict = {"tp_setting": {"position": position, "start": start, "exit": exit, "output_layer": layer},
+                  "prepare_seconds": round(time.perf_counter() - began, 1),
+                  "pyfunc": pyfunc_kwargs(folder, settings_path, model.config.hidden_size)}
+    return TrainedModel(path=out, flavor="pyfunc", info=info)
+
+
+def pyfunc_kwargs(model_folder: str | Path, settings_path: Path, hidden_size: int) -> dict:
+    """Keyword arguments for `mlflow.pyfunc.log_model(name=..., **kwargs)`: models from code, no pickles."""
+    import numpy as np
+    import torch
+    import transformers
+
+    return {
+        "python_model": str(HERE / "pyfunc_model.py"),
+        "artifacts": {"lm": str(model_folder), "settings": str(settings_path)},
+        "code_paths": [str(HERE / "token_prepending.py")],
+        "pip_requirements": [
+            f"torch=={torch.__version__.split('+')[0]}",  # the CPU build of this version (see constraints.txt)
+            f"transformers=={transformers.__version__}",
+            f"numpy=={np.__version__}",
+        ],
+        # The input schema (a list of strings) comes from predict's type hint; the output is a float32 matrix.
+        "metadata": {"embedding_dim": hidden_size, "output": f"float32 array [n, {hidden_size}]"},
+    }
+
+
+def evaluate(model: TrainedModel | None, cfg: Config, data: ProjectData, ctx: RunContext) -> Evaluation:
+    """STS-B test Spearman x100 of every variant at every layer (one pass each), the plot, and the primary metric:
+    the dev-chosen TP setting on test, next to PromptEOL at its own dev-chosen layer: the comparison Fu et al.
+    2025 (arXiv 2412.11556) report for PromptEOL with and without TP on 7B-13B models."""
+    lm, tokenizer, _ = _load(cfg)
+    began = time.perf_counter()
+    saved = json.loads((model.path / "settings.json").read_text()) if model else None
+    chosen = hooks.EmbedSettings.from_json(saved["embedding"]) if saved else _settings(
+        cfg, placeholder=cfg.tp.placeholder, position=cfg.tp.position, start=cfg.tp.start, exit=cfg.tp.exit,
+        output_layer=cfg.tp.output_layer)
+    test = curves.Split.of(_rows(data, cfg.evaluate.dataset, cfg.evaluate.split, cfg.evaluate.max_rows))
+    prefix = f"{cfg.evaluate.dataset}_{cfg.evaluate.split}_spearman"
+
+    layer_curves: dict[str, list[float]] = {}
+    cosines: dict = {}
+    if {"mean", "last"} & set(cfg.evaluate.baselines):
+        # Both bare-sentence poolings read the same forward pass: one encode, two poolings.
+        embeddings = hooks.encode_all_layers(lm, tokenizer, test.sentences, _bare(cfg, "mean"),
+                                             cfg.embedding.batch_size, poolings=("mean", "last"))
+        mean, last = embeddings
+        if "mean" in cfg.evaluate.baselines:
+            layer_curves["mean"] = curves.layer_spearman(mean, test)
+        if "last" in cfg.evaluate.baselines:
+            layer_curves["last"] = curves.layer_spearman(last, test)
+    if "prompteol" in cfg.evaluate.baselines:
+        layer_curves["prompteol"] = _curve(lm, tokenizer, test, _settings(cfg), cfg, cosines, "prompteol")
+    layer_curves["tp"] = _curve(lm, tokenizer, test, chosen, cfg, cosines, "tp")
+
+    total = len(layer_curves["tp"]) - 1
+    chosen_layer = chosen.output_layer % (total + 1)
+    metrics = {prefix: layer_curves["tp"][chosen_layer], "tp_output_layer": float(chosen_layer),
+               "tp_start": float(chosen.start), "tp_exit": float(chosen.exit)}
+    marks = {"tp": chosen_layer}
+    for name, values in layer_curves.items():
+        best = curves.Best.of(values, cfg.search.min_layer)
+        metrics.update({f"{prefix}_{name}_best": best.value, f"{prefix}_{name}_best_layer": float(best.layer),
+                        f"{prefix}_{name}_last": best.last})
+    tables: dict[str, dict[str, list]] = {
+        "layer_curves": {"layer": list(range(total + 1)), **{k: [round(v, 4) for v in vs] for k, vs in layer_curves.items()}}
+    }
+    dev_file = model.path / "dev_search.json" if model else None
+    if dev_file is not None and dev_file.is_file():
+        search, extra = curves.SearchResult.load(dev_file)
+        tables["tp_dev_search"] = search.table()
+        metrics[f"{cfg.search.dataset}_{cfg.search.split}_spearman_tp"] = search.chosen()["dev_spearman"]
+        if "prompteol" in layer_curves:
+            # PromptEOL read at ITS dev-chosen layer: the honest baseline for the dev-tuned TP number.
+            dev_layer = extra["prompteol_dev_layer"]
+            metrics[f"{prefix}_prompteol_devlayer"] = layer_curves["prompteol"][dev_layer]
+            metrics["prompteol_dev_layer"] = float(dev_layer)
+            marks["prompteol"] = dev_layer
+            # Is the gap bigger than what resampling the test pairs moves? (paired bootstrap, 95% interval)
+            gap, low, high = curves.paired_bootstrap(
+                test.gold, cosines["tp"][chosen_layer].numpy(), cosines["prompteol"][dev_layer].numpy(),
+                rounds=cfg.evaluate.bootstrap_rounds, seed=cfg.seed)
+            metrics.update({f"{prefix}_tp_minus_prompteol": gap, f"{prefix}_tp_minus_prompteol_ci_low": low,
+                            f"{prefix}_tp_minus_prompteol_ci_high": high})
+    metrics["evaluate_seconds"] = round(time.perf_counter() - began, 1)
+    title = (f"{cfg.evaluate.dataset.upper()} {cfg.evaluate.split}: {cfg.base_model.split('/')[-1]}; "
+             f"TP {chosen.position} [{chosen.start}, {chosen.exit})")
+    plot = curves.plot_curves(layer_curves, ctx.workdir / "layer_curves.png", title, marks)
+    return Evaluation(metrics=metrics, artifacts={"layer_curves.png": plot}, tables=tables)
+
+
+def main() -> None:
+    """`python projects/token_prepending/method.py [--config NAME] [key=value ...]`: prepare + evaluate without
+    Prefect or MLflow (a bare worker, or a quick look); prints the metrics. The flow is `paperline run`."""
+    import argparse
+
+    from paperline.data import DatasetRef
+    from paperline.projects import get_project
+    from paperline.settings import Settings
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--config", default="default")
+    parser.add_argument("--workdir", default=None, help="default: <workspace>/runs/token_prepending-<config>")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    settings = Settings.from_env()
+    project = get_project(settings.projects_dir, "token_prepending")
+    cfg = project.load_config(args.config, args.overrides)
+    data_dir = settings.root / "data"
+    data = ProjectData({name: DatasetRef(name, use.kind, data_dir / name, "unversioned") for name, use in cfg.data.items()})
+    ctx = RunContext(workdir=Path(args.workdir or settings.workspace / "runs" / f"token_prepending-{args.config}"))
+    began = time.perf_counter()
+    model = prepare(cfg, data, ctx)
+    print(json.dumps({k: v for k, v in model.info.items() if k != "pyfunc"}), flush=True)
+    result = evaluate(model, cfg, data, ctx)
+    print(json.dumps(result.metrics, indent=1))
+    print(json.dumps(result.tables.get("tp_dev_search", {})))
+    print(f"plot: {result.artifacts['layer_curves.png']}; total {time.perf_counter() - began:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
