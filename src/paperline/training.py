@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,11 +66,18 @@ class TrainResult:
 
 
 def last_checkpoint(output_dir: Path) -> Path | None:
-    """The newest `checkpoint-N` folder in `output_dir`, after checking that it can be resumed from."""
+    """The newest complete `checkpoint-N` folder in `output_dir`, after checking that it can be resumed from.
+
+    The trainer writes `trainer_state.json` last, so a folder without it is a save that a kill interrupted:
+    it is removed and the previous checkpoint is used. A complete folder whose files do not load is corrupted:
+    that is an error, since resuming silently from an older one would hide a failing disk.
+    """
     checkpoints = sorted(
         (p for p in output_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
         key=lambda p: int(p.name.split("-")[-1]),
     )
+    while checkpoints and not (checkpoints[-1] / "trainer_state.json").exists():
+        shutil.rmtree(checkpoints.pop())
     if not checkpoints:
         return None
     newest = checkpoints[-1]

@@ -98,6 +98,23 @@ def test_a_corrupted_checkpoint_is_one_clear_error(tiny_model_dir, tmp_path):
         check_checkpoint(newest)
 
 
+def test_a_save_cut_short_by_a_kill_is_skipped_for_the_previous_checkpoint(tmp_path):
+    complete = tmp_path / "checkpoint-4"
+    complete.mkdir()
+    (complete / "trainer_state.json").write_text('{"global_step": 4}')
+    from safetensors.torch import save_file
+    import torch
+
+    save_file({"w": torch.zeros(2)}, str(complete / "model.safetensors"))
+    partial = tmp_path / "checkpoint-8"  # killed before the trainer wrote its state, which it writes last
+    partial.mkdir()
+    (partial / "model.safetensors").write_bytes(b"\x00" * 10)
+    assert last_checkpoint(tmp_path) == complete
+    assert not partial.exists()
+    (complete / "trainer_state.json").unlink()
+    assert last_checkpoint(tmp_path) is None  # nothing complete: start from step 0
+
+
 def test_settings_defaults_follow_the_paper_recipe(tmp_path):
     settings = TrainSettings(output_dir=tmp_path)
     assert (settings.batch_size, settings.learning_rate, settings.warmup_ratio) == (16, 2e-5, 0.1)
