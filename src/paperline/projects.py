@@ -168,10 +168,13 @@ class Project:
 
 
 def digest_files(folder: Path, pattern: str = "*") -> str:
-    """sha256 over the relative paths and bytes of the files under `folder` (caches and bytecode excluded)."""
+    """sha256 over the relative paths and bytes of the files under `folder`.
+
+    Bytecode and markdown are left out: a README edit (say, a results table) cannot change a result.
+    """
     sha = hashlib.sha256()
     for path in sorted(folder.rglob(pattern)):
-        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix not in (".pyc", ".md"):
             sha.update(str(path.relative_to(folder)).encode())
             sha.update(path.read_bytes())
     return sha.hexdigest()

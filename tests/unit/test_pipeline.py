@@ -24,6 +24,8 @@ def test_key_is_stable_and_covers_config_data_and_project_files(project):
     assert key == pipeline.cache_key(project, project.load_config("smoke"), MD5)
     assert key != pipeline.cache_key(project, project.load_config("smoke", ["seed=1"]), MD5)
     assert key != pipeline.cache_key(project, cfg, "0" * 32 + ".dir")
+    (project.root / "README.md").write_text("a new results table")
+    assert key == pipeline.cache_key(project, cfg, MD5)  # docs cannot change a result
     (project.root / "method.py").write_text((project.root / "method.py").read_text() + "\n# changed\n")
     assert key != pipeline.cache_key(project, cfg, MD5)
 
