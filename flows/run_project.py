@@ -78,6 +78,14 @@ def evaluate(project: Project, model: TrainedModel, cfg, data: ProjectData, key:
     return project.method().evaluate(model, cfg, data, RunContext(workdir=settings.runs_dir / key[:16]))
 
 
+def reference_reproduced(project: Project, config_name: str, metrics: dict[str, float]) -> bool | None:
+    """Whether every reference result of the card for this config is within its tolerance; None if it has none."""
+    references = [r for r in project.card.reference_results if r.config == config_name and r.metric in metrics]
+    if not references:
+        return None
+    return all(abs(metrics[r.metric] - r.value) <= r.tolerance for r in references)
+
+
 @task(name="register and promote")
 def register_and_promote(registry: ModelRegistry, summary: RunSummary, model: TrainedModel, key: str,
                          project: Project, policy, lineage: dict) -> None:
@@ -100,7 +108,8 @@ def register_and_promote(registry: ModelRegistry, summary: RunSummary, model: Tr
     if champion is not None and not is_champion:
         champion_value = float(champion.tags.get(f"paperline.metric.{metric.name}", "nan"))
     decision = decide(policy, gate_passed=True, metric_name=metric.name, candidate=summary.metrics[metric.name],
-                      champion=champion_value, greater_is_better=metric.greater_is_better)
+                      champion=champion_value, greater_is_better=metric.greater_is_better,
+                      reference_reproduced=reference_reproduced(project, summary.config, summary.metrics))
     if is_champion:
         decision.promote = False
         decision.reasons.append(f"v{summary.model_version} is already champion")

@@ -45,3 +45,15 @@ def test_library_code_that_can_change_results_is_in_the_key_and_plumbing_is_not(
 def test_plumbing_modules_exist():
     names = {p.name for p in pipeline.LIBRARY_DIR.glob("*.py")}
     assert pipeline.PLUMBING_MODULES <= names, pipeline.PLUMBING_MODULES - names
+
+
+def test_reference_results_of_the_card_are_checked_against_a_run(project):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_project_flow", REPO / "flows" / "run_project.py")
+    flow = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(flow)
+    good = {"stsb_test_spearman": 83.80, "baseline_stsb_test_spearman": 82.03}
+    assert flow.reference_reproduced(project, "default", good) is True
+    assert flow.reference_reproduced(project, "default", {**good, "stsb_test_spearman": 83.5}) is False
+    assert flow.reference_reproduced(project, "smoke", good) is None  # no reference for that config
