@@ -52,19 +52,16 @@ def cmd_run(args) -> int:
         os.environ["PREFECT_API_URL"] = ensure_local_server(settings.prefect_home)
     flow = _load_flow(settings.root)
     state = flow.run_project(args.project, args.config, args.overrides, return_state=True)
-    summary = state.result(raise_on_failure=False)
+    outcome = state.result(raise_on_failure=False)  # a RunSummary, or the exception that ended the flow
+    if isinstance(outcome, PaperlineError):
+        raise outcome
     if state.is_failed():
         from paperline.pipeline import RunSummary
 
-        data = getattr(state, "data", None)
-        if isinstance(summary, RunSummary) or isinstance(data, RunSummary):
-            summary = summary if isinstance(summary, RunSummary) else data
-            print("\n".join(summary.lines()))
-        if isinstance(summary, PaperlineError):
-            raise summary
-        message = state.message or "the flow failed"
-        print(f"paperline: error: {message}", file=sys.stderr)
-        return 3 if "data gate failed" in message else 1
+        gate_failed = isinstance(outcome, RunSummary) and outcome.status == "gate-failed"
+        print(f"paperline: error: {state.message or 'the flow failed'}", file=sys.stderr)
+        return 3 if gate_failed else 1
+    summary = outcome
     print("\n".join(summary.lines(project.card.primary_metric.name)))
     return 0
 
