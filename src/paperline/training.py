@@ -140,6 +140,8 @@ def fit(model: Any, train_dataset: Any, loss: Any, settings: TrainSettings) -> T
     model.to(device)
     settings.output_dir.mkdir(parents=True, exist_ok=True)
     resume_from = last_checkpoint(settings.output_dir)
+    # Read now: the trainer's rotation may delete this checkpoint once newer ones exist.
+    resumed_step = int(json.loads((resume_from / "trainer_state.json").read_text())["global_step"]) if resume_from else 0
     args = SentenceTransformerTrainingArguments(
         output_dir=str(settings.output_dir),
         num_train_epochs=settings.epochs,
@@ -163,7 +165,6 @@ def fit(model: Any, train_dataset: Any, loss: Any, settings: TrainSettings) -> T
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.perf_counter() - started
-    resumed_step = int(json.loads((resume_from / "trainer_state.json").read_text())["global_step"]) if resume_from else 0
     return TrainResult(
         global_step=output.global_step,
         resumed_from_step=resumed_step,
