@@ -96,3 +96,16 @@ def postgres_url(_postgres_schemas_database: str) -> Iterator[str]:
     sep = "&" if "?" in admin else "?"
     yield f"{admin}{sep}options={quote(f'-csearch_path={schema}')}"
     _admin_execute(admin, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture(scope="session")
+def pulled_data(tmp_path_factory):
+    """The versioned data, pulled from the team remote into a throwaway repository copy (a DataVersion).
+
+    Tests never read the checkout's own data/: a fresh clone has none until `paperline data pull`.
+    """
+    from repo_copy import make_repo_copy
+
+    from paperline.data import resolve_data_version
+
+    return resolve_data_version(make_repo_copy(tmp_path_factory.mktemp("data_repo")))

@@ -113,14 +113,12 @@ def test_layer_and_dim_sampling_is_reproducible(paper_loss, model):
 
 
 @pytest.mark.parametrize("objective", ["st", "paper"])
-def test_smoke_train_and_evaluate(project, tmp_path, objective):
-    from paperline.data import dataset_ref, DataVersion, read_pointer
+def test_smoke_train_and_evaluate(project, tmp_path, objective, pulled_data):
+    from paperline.data import dataset_ref
     from paperline.projects import ProjectData, RunContext
 
     cfg = project.load_config("smoke", [f"train.objective={objective}", "train.max_steps=1", "evaluate.max_rows=24"])
-    pointer = read_pointer(ROOT)
-    version = DataVersion(md5=pointer["md5"], path=ROOT / "data", nfiles=None, pulled=False)
-    data = ProjectData({"stsb": dataset_ref(version, "stsb", "scored_pairs")})
+    data = ProjectData({"stsb": dataset_ref(pulled_data, "stsb", "scored_pairs")})
     ctx = RunContext(workdir=tmp_path, progress=False)
     method = project.method()
     trained = method.train(cfg, data, ctx)

@@ -55,21 +55,17 @@ def test_each_loss_name_maps_to_the_sentence_transformers_loss(method):
         assert isinstance(method.make_loss(name, model), cls)
 
 
-def test_nli_then_sts_trains_both_stages_on_the_real_data(tmp_path):
+def test_nli_then_sts_trains_both_stages_on_the_real_data(tmp_path, pulled_data):
     """The two-stage recipe on a few rows of SNLI and STS-B: the MNRL stage, then CoSENT from its weights."""
-    from repo_copy import make_repo_copy
-
-    from paperline.data import dataset_ref, resolve_data_version
+    from paperline.data import dataset_ref
     from paperline.projects import ProjectData, RunContext
 
-    repo = make_repo_copy(tmp_path / "repo")
-    project = discover(repo / "projects")["sbert_sts"]
+    project = discover(REPO / "projects")["sbert_sts"]
     small = ["train.checkpoint_every=2", "evaluate.max_rows=24", "evaluate.baseline=false"]
     for i in (0, 1):
         small += [f"train.stages.{i}.max_rows=24", f"train.stages.{i}.max_steps=2", f"train.stages.{i}.batch_size=8"]
     cfg = project.load_config("nli_then_sts", small)
-    version = resolve_data_version(repo)
-    data = ProjectData({name: dataset_ref(version, name, use.kind) for name, use in cfg.data.items()})
+    data = ProjectData({name: dataset_ref(pulled_data, name, use.kind) for name, use in cfg.data.items()})
     method = project.method()
     model = method.train(cfg, data, RunContext(tmp_path / "work", progress=False))
     assert model.info["nli_global_step"] == 2 and model.info["sts_global_step"] == 2
