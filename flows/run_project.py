@@ -98,6 +98,7 @@ def register_and_promote(registry: ModelRegistry, summary: RunSummary, model: Tr
     else:
         model_uri = tracking.log_model(model)
         tags = {"paperline.cache_key": key, "paperline.primary_metric": metric.name,
+                **({} if metric.greater_is_better else {"paperline.lower_is_better": "true"}),
                 **{f"paperline.metric.{k}": f"{v:.4f}" for k, v in summary.metrics.items()}, **lineage}
         summary.model_version = registry.register(name=summary.model_name, model_uri=model_uri,
                                                   run_id=summary.mlflow_run_id, tags=tags,
@@ -118,6 +119,8 @@ def register_and_promote(registry: ModelRegistry, summary: RunSummary, model: Tr
         name=summary.model_name, version=summary.model_version, decision=decision, gate_passed=True,
         flow_run_id=summary.flow_run_id, mlflow_run_id=summary.mlflow_run_id)
     summary.is_champion = summary.champion_moved or is_champion
+    if summary.champion_moved:
+        summary.budget_aliases = registry.budget_aliases(summary.model_name)
     mlflow.set_tags({"paperline.model_version": summary.model_version,
                      "paperline.champion_moved": str(summary.champion_moved)})
 
@@ -134,7 +137,7 @@ def run_project(project_name: str, config_name: str = "default", overrides: list
     cfg = project.load_config(config_name, overrides)
     client = tracking.connect(settings)
     store = AuditStore(settings.store_url)
-    registry = ModelRegistry(client, store)
+    registry = ModelRegistry(client, store, policy_path=settings.policy_path)
     policy = load_policy(settings.policy_path, project.name)
 
     version = resolve_data(settings)

@@ -131,7 +131,7 @@ def _registry():
     from paperline.tracking import connect
 
     settings = _settings()
-    return ModelRegistry(connect(settings), AuditStore(settings.store_url))
+    return ModelRegistry(connect(settings), AuditStore(settings.store_url), policy_path=settings.policy_path)
 
 
 def cmd_models_ls(args) -> int:
@@ -178,7 +178,14 @@ def cmd_export(args) -> int:
     name, sep, alias = args.model.partition("@")
     if not sep or not alias:
         raise RegistryError(f"'{args.model}' is not <name>@<alias>; e.g. matryoshka_2d@champion")
-    _registry()  # points MLflow at the workspace's tracking store
+    registry = _registry()  # also points MLflow at the workspace's tracking store
+    layers, dim = args.layers, args.dim
+    if layers is None or dim is None:  # a budget alias knows its cell; any other alias needs both options
+        cell = registry.budget_cell(name, alias)
+        if cell is None:
+            raise RegistryError(f"{alias!r} is not a budget alias (champion-l<K>-d<D>) with a grid cell; "
+                                "pass --layers K and --dim D")
+        layers, dim = layers or cell.layers, dim or cell.dims
     try:
         model = mlflow.sentence_transformers.load_model(f"models:/{name}@{alias}")
     except mlflow.exceptions.MlflowException as exc:
@@ -186,8 +193,8 @@ def cmd_export(args) -> int:
                             "`paperline models ls` lists models and aliases") from None
     with tempfile.TemporaryDirectory() as tmp:
         model.save(tmp)
-        out = export_truncated(tmp, args.layers, args.dim, args.out)
-    print(f"wrote {out}: {name}@{alias} cut to {args.layers} layers x {args.dim} dims; "
+        out = export_truncated(tmp, layers, dim, args.out)
+    print(f"wrote {out}: {name}@{alias} cut to {layers} layers x {dim} dims; "
           f"load it with SentenceTransformer('{out}')")
     return 0
 
@@ -272,8 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", help="write a registered model cut to K layers and D dims (2D Matryoshka)")
     export.add_argument("model", metavar="NAME@ALIAS", help="e.g. matryoshka_2d@champion")
-    export.add_argument("--layers", type=int, required=True, help="keep the first K transformer layers")
-    export.add_argument("--dim", type=int, required=True, help="truncate embeddings to the first D dimensions")
+    export.add_argument("--layers", type=int, help="keep the first K transformer layers (default: a budget "
+                        "alias's cell, e.g. champion-l3-d128)")
+    export.add_argument("--dim", type=int, help="truncate embeddings to the first D dimensions (default: the "
+                        "budget alias's cell)")
     export.add_argument("out", help="output folder (a plain sentence-transformers model)")
     export.set_defaults(func=cmd_export)
 

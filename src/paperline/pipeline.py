@@ -120,6 +120,7 @@ class RunSummary:
     model_version: str | None = None
     champion_moved: bool = False
     is_champion: bool = False  # after the run: whether this run's version holds `champion`
+    budget_aliases: dict[str, str] = field(default_factory=dict)  # alias -> the (layers x dims) cell it serves
     decision: list[str] = field(default_factory=list)
     mlflow_run_id: str | None = None
     mlflow_experiment_id: str | None = None
@@ -142,6 +143,7 @@ class RunSummary:
             alias = ("champion (promoted)" if self.champion_moved else "champion (unchanged)" if self.is_champion
                      else "challenger (champion unchanged)")
             out.append(f"  model: {self.model_name} v{self.model_version}, alias {alias}")
+            out.extend(f"  budget alias: {a} -> {cell}" for a, cell in sorted(self.budget_aliases.items()))
         out.extend(f"  policy: {reason}" for reason in self.decision)
         if self.cache_hit:
             out.append("  training and evaluation: cached (unchanged code, config and data)")

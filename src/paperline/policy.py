@@ -8,18 +8,45 @@ registry module applies decisions.
 
 from __future__ import annotations
 
-from paperline.errors import PaperlineError
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from paperline.errors import PaperlineError
+
 
 class PolicyError(PaperlineError):
     """The policy file is missing, malformed, or names a key the policy does not have."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A deployment budget of an elastic model: at most ``max_layers`` layers and ``max_dims`` dimensions.
+
+    Promotion points the alias ``champion-l{max_layers}-d{max_dims}`` at the champion version, and the grid of
+    the version's metrics picks the best (layers, dims) cell within the budget for it (see ``choose_cell``).
+    """
+
+    max_layers: int
+    max_dims: int
+
+    @property
+    def alias(self) -> str:
+        return f"champion-l{self.max_layers}-d{self.max_dims}"
+
+
+@dataclass(frozen=True)
+class GridCell:
+    """The (layers, dims) sub-model a budget alias serves, and its score on the primary metric."""
+
+    layers: int
+    dims: int
+    value: float
 
 
 @dataclass(frozen=True)
@@ -30,10 +57,47 @@ class Policy:
     min_primary_metric: float | None = None  # None: no floor
     min_improvement: float = 0.0  # margin over the champion, in the metric's own units
     require_reference_reproduced: bool = False
+    budgets: tuple[Budget, ...] = ()  # deployment budgets of elastic (layers x dims) models
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Policy)}
 _BOOL_FIELDS = {"require_gate_passed", "require_reference_reproduced"}
+
+
+def _check_budgets(value: Any, where: str, path: Path) -> tuple[Budget, ...]:
+    example = "e.g. budgets: [{max_layers: 3, max_dims: 128}]"
+    if not isinstance(value, list):
+        raise PolicyError(f"policy key 'budgets' in {where} of {path} must be a list; {example}")
+    budgets = []
+    for item in value:
+        if not isinstance(item, dict) or set(item) != {"max_layers", "max_dims"} or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in item.values()
+        ):
+            raise PolicyError(f"budget {item!r} in {where} of {path} must have exactly max_layers and max_dims, "
+                              f"positive integers; {example}")
+        budgets.append(Budget(item["max_layers"], item["max_dims"]))
+    aliases = [b.alias for b in budgets]
+    if len(set(aliases)) != len(aliases):
+        raise PolicyError(f"'budgets' in {where} of {path} lists a budget twice: {', '.join(aliases)}")
+    return tuple(budgets)
+
+
+def choose_cell(metrics: dict[str, float], metric_name: str, budget: Budget,
+                greater_is_better: bool = True) -> GridCell | None:
+    """The best cell of the grid ``{metric_name}_l{L}_d{D}`` within ``budget``, or None if no cell fits.
+
+    Ties go to the cheaper cell (fewer layers, then fewer dims): the same score for less compute.
+    """
+    pattern = re.compile(rf"{re.escape(metric_name)}_l(\d+)_d(\d+)")
+    cells = []
+    for key, value in metrics.items():
+        match = pattern.fullmatch(key)
+        if match and not math.isnan(value):
+            layers, dims = int(match[1]), int(match[2])
+            if layers <= budget.max_layers and dims <= budget.max_dims:
+                cells.append(GridCell(layers, dims, value))
+    sign = 1.0 if greater_is_better else -1.0
+    return max(cells, key=lambda c: (sign * c.value, -c.layers, -c.dims), default=None)
 
 
 @dataclass
@@ -64,6 +128,8 @@ def _check_values(values: Any, where: str, path: Path) -> dict[str, Any]:
                 raise PolicyError(f"policy key {key!r} in {where} of {path} must be true or false, got {value!r}")
         elif value is None and key == "min_primary_metric":
             pass  # null: no floor
+        elif key == "budgets":
+            value = _check_budgets(value, where, path)
         else:
             # bool is an int in Python: `min_improvement: yes` is a typo, not the number 1.
             if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -167,6 +233,6 @@ def decide(
             "greater_is_better": greater_is_better,
             "gate_passed": gate_passed,
             "reference_reproduced": reference_reproduced,
-            "policy": dataclasses.asdict(policy),
+            "policy": {**dataclasses.asdict(policy), "budgets": [dataclasses.asdict(b) for b in policy.budgets]},
         },
     )

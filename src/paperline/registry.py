@@ -13,23 +13,29 @@ This module takes an ``MlflowClient`` and never sets tracking or registry URIs i
 
 from __future__ import annotations
 
-from paperline.errors import PaperlineError
 import getpass
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException
 
-from paperline.policy import Decision
+from paperline.errors import PaperlineError
+from paperline.policy import Budget, Decision, GridCell, choose_cell, load_policy
 from paperline.store import AliasEvent, AuditStore
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 PRIMARY_METRIC_TAG = "paperline.primary_metric"
+LOWER_IS_BETTER_TAG = "paperline.lower_is_better"  # set only on versions whose primary metric is a loss
 METRIC_TAG_PREFIX = "paperline.metric."
+PROJECT_TAG = "paperline.project"
+BUDGET_ALIAS = re.compile(r"champion-l(\d+)-d(\d+)")
 # MLflow's own default: registries that copy artifacts (Databricks, Unity Catalog) can take minutes.
 READY_TIMEOUT_S = 300.0
 _MODELS_HINT = "`paperline models ls` lists the registered models and their versions"
@@ -66,6 +72,37 @@ def _pages(search: Callable[..., Any], **kwargs: Any) -> Iterator[Any]:
             return
 
 
+@dataclass
+class AliasMove:
+    """One alias to point at ``version`` (None: remove it); ``audit`` overrides the shared audit fields."""
+
+    alias: str
+    version: str | None
+    previous: str | None
+    audit: dict[str, Any] = field(default_factory=dict)
+
+
+def version_metrics(version: ModelVersion) -> dict[str, float]:
+    """The metrics a version was registered with (its ``paperline.metric.*`` tags)."""
+    metrics = {}
+    for key, value in version.tags.items():
+        if key.startswith(METRIC_TAG_PREFIX):
+            try:
+                metrics[key.removeprefix(METRIC_TAG_PREFIX)] = float(value)
+            except ValueError:
+                pass  # someone's hand-written tag, not a number: not part of the grid
+    return metrics
+
+
+def budget_cell(version: ModelVersion, budget: Budget) -> GridCell | None:
+    """The grid cell of ``version`` that ``budget``'s alias serves: the best on its primary metric within it."""
+    metric = version.tags.get(PRIMARY_METRIC_TAG)
+    if not metric:
+        return None
+    return choose_cell(version_metrics(version), metric, budget,
+                       greater_is_better=version.tags.get(LOWER_IS_BETTER_TAG) != "true")
+
+
 def _required_reason(reason: str | None, what: str) -> str:
     if not reason or not reason.strip():
         raise RegistryError(f"a reason is required to {what}; say why in a few words (it goes into the audit log)")
@@ -75,10 +112,13 @@ def _required_reason(reason: str | None, what: str) -> str:
 class ModelRegistry:
     """Register, promote and roll back model versions in MLflow, with an audit row for every alias change."""
 
-    def __init__(self, client: Any, store: AuditStore, actor: str | None = None):
+    def __init__(self, client: Any, store: AuditStore, actor: str | None = None,
+                 policy_path: str | Path | None = None):
         self.client = client
         self.store = store
         self.actor = actor or os.environ.get("PAPERLINE_ACTOR") or _current_user()
+        # With a policy, every champion move also moves the budget aliases of the version's project.
+        self.policy_path = policy_path
 
     def _model(self, name: str) -> RegisteredModel:
         try:
@@ -126,26 +166,82 @@ class ModelRegistry:
             self.client.set_registered_model_alias(name, alias, version)
 
     def _move_alias(self, name: str, alias: str, version: str, *, previous: str | None, **audit: Any) -> AliasEvent:
-        moved = False
+        return self._move_aliases(name, [AliasMove(alias, version, previous)], **audit)[0]
+
+    def _move_aliases(self, name: str, moves: list[AliasMove], **audit: Any) -> list[AliasEvent]:
+        """Move several aliases as one change: every audit row commits in one transaction, or none does and
+        every alias already moved is put back."""
+        moved: list[AliasMove] = []
         try:
             with self.store.transaction() as session:
-                event = self.store.record_alias_event(
-                    model_name=name, alias=alias, previous_version=previous, new_version=version,
-                    session=session, **audit,
-                )
-                self._point_alias(name, alias, version)
-                moved = True
+                events = []
+                for move in moves:
+                    events.append(self.store.record_alias_event(
+                        model_name=name, alias=move.alias, previous_version=move.previous,
+                        new_version=move.version, session=session, **{**audit, **move.audit},
+                    ))
+                    self._point_alias(name, move.alias, move.version)
+                    moved.append(move)
         except BaseException as error:
-            if moved:  # the audit row did not commit: the alias must not stay where no row says it is
+            for move in reversed(moved):  # no audit row committed: no alias may stay where no row says it is
                 try:
-                    self._point_alias(name, alias, previous)
+                    self._point_alias(name, move.alias, move.previous)
                 except Exception as undo_error:
                     error.add_note(
-                        f"putting alias {alias!r} of {name!r} back on version {previous} failed too "
+                        f"putting alias {move.alias!r} of {name!r} back on version {move.previous} failed too "
                         f"({undo_error}); set it by hand"
                     )
             raise
-        return event
+        return events
+
+    def budgets(self, version: ModelVersion) -> tuple[Budget, ...]:
+        """The deployment budgets the policy names for the project that registered ``version``."""
+        if self.policy_path is None:
+            return ()
+        project = version.tags.get(PROJECT_TAG) or version.name
+        return load_policy(self.policy_path, project).budgets
+
+    def _champion_moves(self, model: RegisteredModel, target: ModelVersion, reason: str) -> list[AliasMove]:
+        """``champion`` to ``target``, and each budget alias to ``target`` with the grid cell it serves (or
+        removed, when no cell of the target's grid fits the budget: a stale alias would serve the old model)."""
+        version = str(target.version)
+        moves = [AliasMove(CHAMPION, version, _alias(model, CHAMPION))]
+        for budget in self.budgets(target):
+            previous = _alias(model, budget.alias)
+            cell = budget_cell(target, budget)
+            if cell is None:
+                if previous is not None:
+                    moves.append(AliasMove(budget.alias, None, previous, {
+                        "reason": f"{reason} | removed: v{version} has no grid cell within {budget.alias}"}))
+                continue
+            metric = target.tags.get(PRIMARY_METRIC_TAG)
+            moves.append(AliasMove(budget.alias, version, previous, {
+                "reason": f"{reason} | {budget.alias} serves {cell.layers} layers x {cell.dims} dims "
+                          f"({metric} {cell.value:.2f})",
+                "details": {"budget": {"max_layers": budget.max_layers, "max_dims": budget.max_dims},
+                            "cell": {"layers": cell.layers, "dims": cell.dims, "value": cell.value}},
+            }))
+        return moves
+
+    def budget_aliases(self, name: str) -> dict[str, str]:
+        """Each budget alias of ``name`` and the cell it serves, e.g. {'champion-l3-d128': 'l3 x d128 (60.36)'}."""
+        out = {}
+        for alias in sorted(self._model(name).aliases):
+            cell = self.budget_cell(name, alias)
+            if cell is not None:
+                out[alias] = f"l{cell.layers} x d{cell.dims} ({cell.value:.2f})"
+        return out
+
+    def budget_cell(self, name: str, alias: str) -> GridCell | None:
+        """For a budget alias (``champion-l3-d128``), the (layers, dims) cell it serves; None for other aliases."""
+        match = BUDGET_ALIAS.fullmatch(alias)
+        if not match:
+            return None
+        version = self._alias_target(name, alias)
+        if version is None:
+            raise RegistryError(f"{name!r} has no alias {alias!r}; {_MODELS_HINT}")
+        target = self.client.get_model_version(name, version)
+        return budget_cell(target, Budget(int(match[1]), int(match[2])))
 
     def _existing_or_new_model(self, name: str) -> RegisteredModel | None:
         """The registered model ``name``, or None when this call had to create it."""
@@ -249,10 +345,11 @@ class ModelRegistry:
             return False  # no alias change, so no audit row: the decision itself belongs in the run's lineage
         model = self._model(name)
         target = self._version(model, version)
-        self._move_alias(
-            name, CHAMPION, str(target.version), previous=_alias(model, CHAMPION), actor="policy",
-            action="auto-promote", reason="; ".join(decision.reasons), gate_passed=gate_passed,
-            details=decision.to_dict(), mlflow_run_id=mlflow_run_id or target.run_id, flow_run_id=flow_run_id,
+        reason = "; ".join(decision.reasons)
+        self._move_aliases(
+            name, self._champion_moves(model, target, reason), actor="policy", action="auto-promote",
+            reason=reason, gate_passed=gate_passed, details=decision.to_dict(),
+            mlflow_run_id=mlflow_run_id or target.run_id, flow_run_id=flow_run_id,
         )
         return True
 
@@ -264,10 +361,10 @@ class ModelRegistry:
         current = _alias(model, CHAMPION)
         if current == str(target.version):
             raise RegistryError(f"version {current} of {name!r} is already the champion; nothing to promote")
-        return self._move_alias(
-            name, CHAMPION, str(target.version), previous=current, actor=self.actor, action="promote",
+        return self._move_aliases(
+            name, self._champion_moves(model, target, reason), actor=self.actor, action="promote",
             reason=reason, mlflow_run_id=target.run_id,
-        )
+        )[0]
 
     def rollback(self, name: str, reason: str) -> AliasEvent:
         """Point ``champion`` back at the version that was champion before the current one.
@@ -285,10 +382,10 @@ class ModelRegistry:
                 f"{name!r} has no earlier champion to roll back to (the champion is version {current}); "
                 "promote a version by hand with `paperline promote`"
             )
-        return self._move_alias(
-            name, CHAMPION, str(target.version), previous=current, actor=self.actor, action="rollback",
+        return self._move_aliases(
+            name, self._champion_moves(self._model(name), target, reason), actor=self.actor, action="rollback",
             reason=reason, mlflow_run_id=target.run_id,
-        )
+        )[0]
 
     def _rollback_target(self, name: str, current: str) -> ModelVersion | None:
         # Replay the champion's audit history into a stack of champions: a promotion pushes, a rollback pops

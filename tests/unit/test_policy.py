@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from paperline.policy import Decision, Policy, PolicyError, decide, load_policy
+from paperline.policy import Budget, Decision, GridCell, Policy, PolicyError, choose_cell, decide, load_policy
 
 REPO_POLICY = Path(__file__).resolve().parents[2] / "registry" / "policy.yaml"
 STRICT = Policy(require_gate_passed=True, min_primary_metric=70.0, min_improvement=0.1,
@@ -54,6 +54,11 @@ projects:
     ("default: {min_improvement: -1}", "'min_improvement' in 'default' of {path} must be >= 0"),
     ("default: [1, 2]", "'default' in {path} must be a mapping"),
     ("default: {a: [", "{path} is not valid YAML"),
+    ("default: {budgets: {max_layers: 3}}", "'budgets' in 'default' of {path} must be a list"),
+    ("default: {budgets: [{max_layers: 3}]}", "must have exactly max_layers and max_dims"),
+    ("default: {budgets: [{max_layers: 0, max_dims: 64}]}", "must have exactly max_layers and max_dims"),
+    ("default: {budgets: [{max_layers: 3, max_dims: 64}, {max_layers: 3, max_dims: 64}]}",
+     "lists a budget twice: champion-l3-d64"),
 ])
 def test_bad_policy_files_name_the_key_and_the_file(tmp_path: Path, text: str, message: str):
     path = _write(tmp_path, text)
@@ -142,3 +147,20 @@ def test_decision_to_dict_is_json_with_the_numbers_compared():
     assert data["promote"] is True and data["candidate"] == 84.0 and data["champion"] == 83.0
     assert data["policy"]["min_improvement"] == 0.1
     assert Decision(promote=False, reasons=["by hand"]).to_dict() == {"promote": False, "reasons": ["by hand"]}
+
+
+def test_budgets_load_and_name_their_aliases(tmp_path: Path):
+    path = _write(tmp_path, "projects: {m2d: {budgets: [{max_layers: 3, max_dims: 128}, {max_layers: 1, max_dims: 32}]}}")
+    policy = load_policy(path, "m2d")
+    assert [b.alias for b in policy.budgets] == ["champion-l3-d128", "champion-l1-d32"]
+    assert load_policy(path, "other").budgets == ()
+    assert load_policy(REPO_POLICY, "matryoshka_2d").budgets  # the repo's elastic project names its budgets
+
+
+def test_choose_cell_takes_the_best_cell_within_the_budget():
+    grid = {"m_l1_d64": 50.0, "m_l2_d64": 49.0, "m_l2_d128": 55.0, "m_l3_d128": 55.0, "m_l3_d256": 70.0,
+            "m": 80.0, "other_l1_d32": 99.0, "m_l2_d32": math.nan}
+    assert choose_cell(grid, "m", Budget(3, 128)) == GridCell(2, 128, 55.0)  # a tie goes to fewer layers
+    assert choose_cell(grid, "m", Budget(2, 64)) == GridCell(1, 64, 50.0)  # the grid, not the budget's corner
+    assert choose_cell(grid, "m", Budget(2, 64), greater_is_better=False) == GridCell(2, 64, 49.0)
+    assert choose_cell(grid, "m", Budget(1, 32)) is None

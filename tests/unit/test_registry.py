@@ -10,7 +10,7 @@ import pytest
 from mlflow import MlflowClient
 from sqlalchemy import event
 
-from paperline.policy import Decision, Policy, decide
+from paperline.policy import Decision, GridCell, Policy, decide
 from paperline.registry import ModelRegistry, RegistryError
 from paperline.store import AuditStore
 
@@ -250,3 +250,68 @@ def test_mlflow_and_audit_store_on_postgresql(new_postgres_database, postgres_ur
             "register", "register", "auto-promote", "promote", "rollback"]
     finally:
         store.close()
+
+
+BUDGET_POLICY = """
+projects:
+  m2d: {budgets: [{max_layers: 3, max_dims: 128}, {max_layers: 1, max_dims: 32}]}
+"""
+
+
+def _register_grid(registry, root, grid: dict[tuple[int, int], float]) -> str:
+    run_id, uri = _logged_model(registry.client, root)
+    tags = {"paperline.primary_metric": "stsb_test_spearman", "paperline.project": "m2d",
+            "paperline.metric.stsb_test_spearman": "83.0",
+            **{f"paperline.metric.stsb_test_spearman_l{l}_d{d}": str(v) for (l, d), v in grid.items()}}
+    return registry.register(name="m2d_model", model_uri=uri, run_id=run_id, tags=tags)
+
+
+@pytest.fixture
+def budget_registry(client, store, tmp_path) -> ModelRegistry:
+    (tmp_path / "policy.yaml").write_text(BUDGET_POLICY)
+    return ModelRegistry(client, store, actor="alice", policy_path=tmp_path / "policy.yaml")
+
+
+def test_budget_aliases_follow_the_champion_with_the_cell_the_grid_picks(budget_registry, tmp_path):
+    registry = budget_registry
+    first = _register_grid(registry, tmp_path, {(1, 32): 47.0, (2, 128): 56.0, (3, 128): 55.0, (3, 256): 66.0})
+    second = _register_grid(registry, tmp_path, {(2, 128): 50.0, (3, 128): 60.0})  # no layer-1 cell
+
+    decision = decide(Policy(), gate_passed=True, metric_name="stsb_test_spearman", candidate=83.0, champion=None)
+    assert registry.apply_decision(name="m2d_model", version=first, decision=decision, gate_passed=True)
+    assert registry.client.get_registered_model("m2d_model").aliases == {
+        "challenger": 2, "champion": 1, "champion-l3-d128": 1, "champion-l1-d32": 1}
+    assert registry.budget_aliases("m2d_model") == {"champion-l1-d32": "l1 x d32 (47.00)",
+                                                    "champion-l3-d128": "l2 x d128 (56.00)"}
+    assert registry.budget_cell("m2d_model", "champion-l3-d128") == GridCell(2, 128, 56.0)
+    assert registry.budget_cell("m2d_model", "champion") is None
+    row = [r for r in registry.history("m2d_model") if r.alias == "champion-l3-d128"][-1]
+    assert (row.action, row.actor, row.new_version) == ("auto-promote", "policy", first)
+    assert "champion-l3-d128 serves 2 layers x 128 dims (stsb_test_spearman 56.00)" in row.reason
+
+    # A champion whose grid has no cell within a budget takes that budget's alias away rather than leaving it on
+    # the old model; a rollback puts every alias back.
+    registry.promote("m2d_model", second, reason="better at l3")
+    assert registry.client.get_registered_model("m2d_model").aliases == {
+        "challenger": 2, "champion": 2, "champion-l3-d128": 2}
+    assert registry.budget_cell("m2d_model", "champion-l3-d128") == GridCell(3, 128, 60.0)
+    registry.rollback("m2d_model", reason="worse in production")
+    assert registry.client.get_registered_model("m2d_model").aliases == {
+        "challenger": 2, "champion": 1, "champion-l3-d128": 1, "champion-l1-d32": 1}
+
+
+def test_a_failed_budget_alias_moves_no_alias_at_all(budget_registry, tmp_path, monkeypatch):
+    registry = budget_registry
+    first = _register_grid(registry, tmp_path, {(1, 32): 47.0, (3, 128): 55.0})
+    real = registry.client.set_registered_model_alias
+
+    def refuse_budgets(name, alias, version):
+        if alias.startswith("champion-l1"):
+            raise RuntimeError("registry unavailable")
+        real(name, alias, version)
+
+    monkeypatch.setattr(registry.client, "set_registered_model_alias", refuse_budgets)
+    with pytest.raises(RuntimeError, match="registry unavailable"):
+        registry.promote("m2d_model", first, reason="try")
+    assert registry.client.get_registered_model("m2d_model").aliases == {"challenger": 1}
+    assert [r.alias for r in registry.history("m2d_model")] == ["challenger"]
