@@ -33,6 +33,8 @@ class PaperLossSettings(StrictModel):
     angle_weight: float = Field(0.0, ge=0)  # AnglE's angle term; 0.02 is the reference CLI's usual weight
     kl_temperature: float = Field(1.0, gt=0)
     kl_weight: float = Field(1.0, ge=0)
+    mse_weight: float = Field(0.0, ge=0)  # MSE between layer i and the last layer, next to the KL
+    layer_weight: float = Field(1.0, ge=0)  # weight of layer i's two similarity terms
 
 
 class Train(StrictModel):
@@ -109,7 +111,8 @@ def make_loss(objective: str, model, cfg: Config):
         p = cfg.train.paper
         return _paper_loss_module().TwoDMatryoshkaPaperLoss(
             model, cosent_weight=p.cosent_weight, angle_weight=p.angle_weight,
-            kl_temperature=p.kl_temperature, kl_weight=p.kl_weight,
+            kl_temperature=p.kl_temperature, kl_weight=p.kl_weight, mse_weight=p.mse_weight,
+            layer_weight=p.layer_weight,
         )
     raise ValueError(f"unknown objective '{objective}'; choose st, paper, ese")
 

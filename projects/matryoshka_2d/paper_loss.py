@@ -62,6 +62,8 @@ class TwoDMatryoshkaPaperLoss(nn.Module):
         angle_weight: float = 0.0,
         kl_temperature: float = 1.0,
         kl_weight: float = 1.0,
+        mse_weight: float = 0.0,
+        layer_weight: float = 1.0,
         dims: Sequence[int] | None = None,
         scale: float = 20.0,
         rng: random.Random | None = None,
@@ -76,6 +78,8 @@ class TwoDMatryoshkaPaperLoss(nn.Module):
         self.angle_weight = angle_weight
         self.kl_temperature = kl_temperature
         self.kl_weight = kl_weight
+        self.mse_weight = mse_weight
+        self.layer_weight = layer_weight
         hidden = model.get_embedding_dimension()
         self.dims = list(dims) if dims else paper_dims(hidden)
         # A private generator, seeded by the trainer's global seed at construction, keeps runs reproducible
@@ -104,14 +108,17 @@ class TwoDMatryoshkaPaperLoss(nn.Module):
     def _loss(self, per_column: list[list[Tensor]], n: int, layer: int, dim: int, labels: Tensor) -> Tensor:
         a_last, b_last = per_column[0][n], per_column[1][n]
         a_i, b_i = per_column[0][layer], per_column[1][layer]
+        w = self.layer_weight  # 1.0 in the reference; the order of the sums is the reference's
         loss = self.similarity_loss(a_last, b_last, labels)
-        loss = loss + self.similarity_loss(a_i, b_i, labels)
+        loss = loss + w * self.similarity_loss(a_i, b_i, labels)
         loss = loss + self.similarity_loss(a_last[:, :dim], b_last[:, :dim], labels)
-        loss = loss + self.similarity_loss(a_i[:, :dim], b_i[:, :dim], labels)
+        loss = loss + w * self.similarity_loss(a_i[:, :dim], b_i[:, :dim], labels)
+        student = torch.cat([a_i, b_i])
+        teacher = torch.cat([a_last, b_last])
         if self.kl_weight:
-            student = torch.cat([a_i, b_i])
-            teacher = torch.cat([a_last, b_last])
             loss = loss + self.kl_weight * kl_to_last(student, teacher, self.kl_temperature)
+        if self.mse_weight:  # the later reference's distillation term adds MSE (weight 1) to the KL
+            loss = loss + self.mse_weight * F.mse_loss(student, teacher)
         return loss
 
     @property
@@ -127,5 +134,7 @@ class TwoDMatryoshkaPaperLoss(nn.Module):
             "angle_weight": self.angle_weight,
             "kl_temperature": self.kl_temperature,
             "kl_weight": self.kl_weight,
+            "mse_weight": self.mse_weight,
+            "layer_weight": self.layer_weight,
             "dims": self.dims,
         }
