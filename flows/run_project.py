@@ -16,6 +16,7 @@ import shutil
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.exceptions import TerminationSignal
 from prefect.runtime import flow_run
 from prefect.states import Failed
 from prefect.utilities.urls import url_for
@@ -175,9 +176,12 @@ def run_project(project_name: str, config_name: str = "default", overrides: list
 
         try:
             _train_evaluate_register(project, cfg, data, key, settings, registry, summary, policy, lineage)
-        except Exception as error:  # the run's lineage says how it ended, whatever ended it
-            store.record_lineage(**record, model_version=None, status="failed", details={"error": str(error)})
-            mlflow.set_tag("paperline.status", "failed")
+        except BaseException as error:  # the run's lineage says how it ended, whatever ended it (Ctrl-C too)
+            # Prefect turns SIGTERM into TerminationSignal inside a flow; the CLI then stops as for Ctrl-C
+            status = "interrupted" if isinstance(error, (KeyboardInterrupt, TerminationSignal)) else "failed"
+            details = {"error": str(error) or type(error).__name__}
+            store.record_lineage(**record, model_version=None, status=status, details=details)
+            mlflow.set_tag("paperline.status", status)
             raise
         store.record_lineage(**record, model_version=summary.model_version, status=summary.status,
                              details={"metrics": summary.metrics, "decision": summary.decision})

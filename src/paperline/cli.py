@@ -51,6 +51,7 @@ def cmd_run(args) -> int:
 
         os.environ["PREFECT_API_URL"] = ensure_local_server(settings.prefect_home)
     flow = _load_flow(settings.root)
+    _stop_on_interrupt()
     state = flow.run_project(args.project, args.config, args.overrides, return_state=True)
     outcome = state.result(raise_on_failure=False)  # a RunSummary, or the exception that ended the flow
     if isinstance(outcome, PaperlineError):
@@ -64,6 +65,21 @@ def cmd_run(args) -> int:
     summary = outcome
     print("\n".join(summary.lines(project.card.primary_metric.name)))
     return 0
+
+
+def _stop_on_interrupt() -> None:
+    """Make SIGTERM (`kill`, a container stop, a CI timeout) stop a run the way Ctrl-C does.
+
+    By default SIGTERM ends the process where it stands: no message, the MLflow run left "running". As a
+    KeyboardInterrupt it unwinds instead: the MLflow run is ended as failed, the line below says what to do, and
+    the checkpoints already written stay for the rerun to resume from. Nothing is registered either way.
+    """
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _load_flow(root: Path):

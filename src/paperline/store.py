@@ -27,7 +27,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from sqlalchemy.types import TypeDecorator
 
 ACTIONS = ("auto-promote", "register", "promote", "rollback")
-LINEAGE_STATUSES = ("registered", "gate-failed", "failed", "cached")
+LINEAGE_STATUSES = ("registered", "gate-failed", "failed", "interrupted", "cached")
 
 
 class StoreError(PaperlineError):

@@ -6,6 +6,7 @@ store hold afterwards, not on what the code meant to do.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 
@@ -180,3 +181,31 @@ def test_a_training_free_project_runs_the_same_flow_and_serves_as_pyfunc(workspa
     run = workspace.client().search_runs([workspace.client().get_experiment_by_name("token_prepending").experiment_id])[0]
     assert "stsb_test_spearman" in run.data.metrics
     assert any(a.path.endswith(".png") for a in workspace.client().list_artifacts(run.info.run_id, "evaluation"))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_and_sigterm_stop_a_run_cleanly_and_keep_its_checkpoints(workspace, signum):
+    """Either signal ends the run at once with one line, the MLflow run closed, nothing registered."""
+    process = subprocess.Popen(
+        [str(BIN / "paperline"), "run", "sbert_sts", "--config", "smoke", "train.stages.0.max_steps=2000"],
+        cwd=workspace.root, env=workspace.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runs = workspace.root / ".paperline" / "runs"
+    deadline = time.monotonic() + 300
+    while not list(runs.glob("**/checkpoint-*/trainer_state.json")):  # training is under way
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it trained"
+        time.sleep(0.5)
+    process.send_signal(signum)
+    try:
+        _, stderr = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail(f"{signal.Signals(signum).name} did not stop the run within 30 s")
+    assert process.returncode == 130, stderr[-2000:]
+    assert "paperline: interrupted; rerun the same command to resume" in stderr
+    assert list(runs.glob("**/checkpoint-*/trainer_state.json"))  # what the rerun resumes from
+    assert workspace.client().search_registered_models() == []
+    (run,) = _runs(workspace)
+    assert run.info.status == "FAILED"  # not left "running" in the MLflow UI
+    assert run.data.tags["paperline.status"] == "interrupted", AuditStore(workspace.store_url).lineage(project="sbert_sts")[0].details
+    (lineage,) = AuditStore(workspace.store_url).lineage(project="sbert_sts")
+    assert lineage.status == "interrupted" and lineage.model_version is None
