@@ -52,6 +52,7 @@ class Side(StrictModel):
 
 
 class Cross(Side):
+    learning_rate: float = Field(8e-5, gt=0)  # a new head on MiniLM: see cross_encoder_sts's README
     both_orders: bool = True  # train on (a, b) and (b, a), as the reference does
     max_length: int = Field(128, ge=8)
     relabel_both_orders: bool = True  # its labels are the mean over both orders: symmetric, like a cosine
