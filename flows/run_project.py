@@ -1,7 +1,10 @@
-"""The parent flow: resolve data -> data gate -> train -> evaluate -> track -> register -> promote.
+"""The parent flow: resolve data -> upstream models -> data gate -> train -> evaluate -> track -> register -> promote.
 
 Orchestration only: every step calls the core library or the project's method. Run it as
 `paperline run <project>` or as a script: `python flows/run_project.py sbert_sts --config smoke`.
+
+A config's `upstream:` models (a teacher, say) are resolved by registry alias before the run starts; one that
+does not exist yet is produced by running its project's flow first, as a subflow (paperline.upstream).
 
 Training and evaluation are cached by Prefect under a key covering the project's files, the library code,
 the resolved config and the dataset md5 (`paperline.pipeline.cache_key`); results persist in the workspace,
@@ -21,7 +24,7 @@ from prefect.runtime import flow_run
 from prefect.states import Failed
 from prefect.utilities.urls import url_for
 
-from paperline import tracking
+from paperline import tracking, upstream
 from paperline.config import flatten
 from paperline.data import dataset_ref, remote_url, resolve_data_version
 from paperline.errors import PaperlineError
@@ -66,17 +69,41 @@ def _step_key(step: str):
 
 
 @task(name="train", cache_key_fn=_step_key("train"), persist_result=True)
-def train(project: Project, cfg, data: ProjectData, key: str, settings: Settings) -> TrainedModel:
+def train(project: Project, cfg, data: ProjectData, key: str, settings: Settings, models: dict) -> TrainedModel:
     method = project.method()
-    ctx = RunContext(workdir=settings.runs_dir / key[:16])
+    ctx = RunContext(workdir=settings.runs_dir / key[:16], upstream=models)
     if project.trains:
         return method.train(cfg, data, ctx)
     return method.prepare(cfg, data, ctx)  # a training-free method builds its servable model
 
 
 @task(name="evaluate", cache_key_fn=_step_key("evaluate"), persist_result=True)
-def evaluate(project: Project, model: TrainedModel, cfg, data: ProjectData, key: str, settings: Settings) -> Evaluation:
-    return project.method().evaluate(model, cfg, data, RunContext(workdir=settings.runs_dir / key[:16]))
+def evaluate(project: Project, model: TrainedModel, cfg, data: ProjectData, key: str, settings: Settings,
+             models: dict) -> Evaluation:
+    return project.method().evaluate(model, cfg, data, RunContext(workdir=settings.runs_dir / key[:16], upstream=models))
+
+
+def resolve_upstream(project: Project, cfg, settings: Settings, client) -> dict:
+    """Every upstream model of the config at the version its alias names now, produced first where missing."""
+    models = {}
+    for role, use in cfg.upstream.items():
+        name = upstream.model_name(settings.projects_dir, use)
+        version = upstream.find(client, name, use.alias)
+        if version is None:
+            get_run_logger().info(f"{name} has no '{use.alias}' version: running project {use.project} "
+                                  f"[{use.config}] first")
+            state = run_project(use.project, use.config, use.overrides, return_state=True)
+            outcome = state.result(raise_on_failure=False)
+            if isinstance(outcome, PaperlineError):
+                raise outcome
+            if state.is_failed():
+                raise upstream.UpstreamError(f"upstream project {use.project} [{use.config}] failed: {state.message}")
+            version = upstream.find(client, name, use.alias)
+            if version is None:
+                raise upstream.missing_after_run(name, use.alias, use.project, use.config)
+        models[role] = upstream.fetch(client, version, role, use, settings.runs_dir / "upstream")
+        get_run_logger().info(f"upstream {role}: {name} v{models[role].version} (@{use.alias})")
+    return models
 
 
 def reference_reproduced(project: Project, config_name: str, metrics: dict[str, float]) -> bool | None:
@@ -136,6 +163,7 @@ def run_project(project_name: str, config_name: str = "default", overrides: list
     settings = Settings.from_env()
     project = get_project(settings.projects_dir, project_name)
     cfg = project.load_config(config_name, overrides)
+    upstream.check_graph(settings.projects_dir, project.name, cfg)
     client = tracking.connect(settings)
     store = AuditStore(settings.store_url)
     registry = ModelRegistry(client, store, policy_path=settings.policy_path)
@@ -144,11 +172,14 @@ def run_project(project_name: str, config_name: str = "default", overrides: list
     version = resolve_data(settings)
     refs = {name: dataset_ref(version, name, use.kind) for name, use in cfg.data.items()}
     data = ProjectData(refs)
-    key = cache_key(project, cfg, version.md5)
+    models = resolve_upstream(project, cfg, settings, client)  # before this run's MLflow run: it may run a flow
+    key = cache_key(project, cfg, version.md5, {role: m.identity() for role, m in models.items()})
     flow_run_url = url_for("flow-run", obj_id=flow_run.id) or ""
     lineage = {"paperline.project": project.name, "paperline.config": config_name,
                "paperline.git_commit": git_commit(settings.root), "paperline.dataset_md5": version.md5,
                "paperline.flow_run_id": str(flow_run.id), "paperline.flow_run_url": flow_run_url}
+    for resolved in models.values():
+        lineage.update(resolved.tags())
     summary = RunSummary(project=project.name, config=config_name, status="running", dataset_md5=version.md5,
                          model_name=cfg.model_name or project.name, flow_run_id=str(flow_run.id),
                          flow_run_url=flow_run_url)
@@ -156,6 +187,7 @@ def run_project(project_name: str, config_name: str = "default", overrides: list
     with mlflow.start_run(experiment_id=experiment, run_name=f"{project.name}-{config_name}", tags=lineage) as run:
         summary.mlflow_run_id, summary.mlflow_experiment_id = run.info.run_id, experiment
         mlflow.log_params(flatten(cfg))
+        mlflow.log_params({f"upstream.{role}.version": m.version for role, m in models.items()})
         for name, ref in refs.items():
             tracking.log_dataset(ref, cfg.data[name].splits, context="train+eval", remote=remote_url(settings.root))
 
@@ -167,43 +199,49 @@ def run_project(project_name: str, config_name: str = "default", overrides: list
                       flow_run_url=summary.flow_run_url, mlflow_run_id=summary.mlflow_run_id,
                       git_commit=lineage["paperline.git_commit"], dataset_md5=version.md5,
                       gate_passed=gate.passed, cache_key=key, model_name=summary.model_name)
+        upstream_record = {role: m.record() for role, m in models.items()}
         if not gate.passed:
             summary.status, summary.message = "gate-failed", "; ".join(gate.summary_lines())
-            store.record_lineage(**record, model_version=None, status="gate-failed")
+            store.record_lineage(**record, model_version=None, status="gate-failed",
+                                 details={"upstream": upstream_record} if models else None)
             mlflow.set_tag("paperline.status", "gate-failed")
             mlflow.end_run(status="FAILED")
             return Failed(message=f"data gate failed: {summary.message}", data=summary)
 
         try:
-            _train_evaluate_register(project, cfg, data, key, settings, registry, summary, policy, lineage)
+            _train_evaluate_register(project, cfg, data, key, settings, registry, summary, policy, lineage, models)
         except BaseException as error:  # the run's lineage says how it ended, whatever ended it (Ctrl-C too)
             # Prefect turns SIGTERM into TerminationSignal inside a flow; the CLI then stops as for Ctrl-C
             status = "interrupted" if isinstance(error, (KeyboardInterrupt, TerminationSignal)) else "failed"
-            details = {"error": str(error) or type(error).__name__}
+            details = {"error": str(error) or type(error).__name__,
+                       **({"upstream": upstream_record} if models else {})}
             store.record_lineage(**record, model_version=None, status=status, details=details)
             mlflow.set_tag("paperline.status", status)
             raise
         store.record_lineage(**record, model_version=summary.model_version, status=summary.status,
-                             details={"metrics": summary.metrics, "decision": summary.decision})
+                             details={"metrics": summary.metrics, "decision": summary.decision,
+                                      **({"upstream": upstream_record} if models else {})})
         _remove_checkpoints(settings.runs_dir / key[:16])
     create_markdown_artifact(key="run-summary", markdown="\n".join(["```", *summary.lines(), "```"]))
     return summary
 
 
-def _train_evaluate_register(project, cfg, data, key, settings, registry, summary, policy, lineage) -> None:
+def _train_evaluate_register(project, cfg, data, key, settings, registry, summary, policy, lineage, models) -> None:
     import mlflow
 
-    trained = train(project, cfg, data, key, settings, return_state=True)
+    trained = train(project, cfg, data, key, settings, models, return_state=True)
     model = trained.result()
     if not model.path.exists():  # the cached result outlived its files (workspace cleaned): recompute
-        trained = train.with_options(refresh_cache=True)(project, cfg, data, key, settings, return_state=True)
+        trained = train.with_options(refresh_cache=True)(project, cfg, data, key, settings, models, return_state=True)
         model = trained.result()
-    evaluated = evaluate(project, model, cfg, data, key, settings, return_state=True)
+    evaluated = evaluate(project, model, cfg, data, key, settings, models, return_state=True)
     evaluation = evaluated.result()
     summary.cache_hit = trained.name == "Cached" and evaluated.name == "Cached"
     summary.metrics = evaluation.metrics
     mlflow.log_metrics(evaluation.metrics)
     mlflow.log_metrics({k: v for k, v in model.info.items() if isinstance(v, (int, float))})
+    if evaluation.tags:
+        mlflow.set_tags(evaluation.tags)
     for path in evaluation.artifacts.values():
         mlflow.log_artifact(str(path), "evaluation")
     tracking.log_tables(evaluation.tables)

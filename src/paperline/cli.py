@@ -40,10 +40,12 @@ def cmd_run(args) -> int:
     from paperline.projects import get_project
     from paperline.store import AuditStore
     from paperline.tracking import check_reachable
+    from paperline.upstream import check_graph
 
     # Everything a user can get wrong is checked before Prefect starts, so it costs a second, not a server.
     project = get_project(settings.projects_dir, args.project)
-    project.load_config(args.config, args.overrides)
+    cfg = project.load_config(args.config, args.overrides)
+    check_graph(settings.projects_dir, project.name, cfg)  # upstream projects and configs exist, no cycle
     check_reachable(settings.tracking_uri)
     AuditStore(settings.store_url).check()
     if not settings.prefect_api_url:

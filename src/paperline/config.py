@@ -35,6 +35,20 @@ class DatasetUse(StrictModel):
     splits: list[str]
 
 
+class UpstreamUse(StrictModel):
+    """A registered model a project consumes (a teacher to distil, say), found in the registry by alias.
+
+    When `model` has no version with `alias`, the flow first runs `project` with `config` (and `overrides`),
+    which registers it; see paperline.upstream.
+    """
+
+    project: str
+    config: str = "default"
+    overrides: list[str] = Field(default_factory=list)
+    model: str | None = None  # registered model name; default: the upstream config's model_name, else its project
+    alias: str = "champion"
+
+
 class ProjectConfig(StrictModel):
     """Keys every project config has; projects subclass this with their own sections."""
 
@@ -42,6 +56,7 @@ class ProjectConfig(StrictModel):
     seed: int = 0
     data: dict[str, DatasetUse] = Field(default_factory=dict)
     model_name: str | None = None  # registered model name; default: the project name
+    upstream: dict[str, UpstreamUse] = Field(default_factory=dict)  # role -> registered model consumed
 
 
 C = TypeVar("C", bound=ProjectConfig)

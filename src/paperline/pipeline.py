@@ -31,6 +31,8 @@ PLUMBING_MODULES = frozenset(
         "store.py",
         "tracking.py",
         "errors.py",
+        "upstream.py",  # finds and downloads upstream models; their identity is in the key itself
+        "cross_encoder_pyfunc.py",  # serving wrapper of a logged cross-encoder: cannot change training
     }
 )
 
@@ -44,9 +46,12 @@ def library_digest() -> str:
     return sha.hexdigest()
 
 
-def cache_key(project: Project, cfg: ProjectConfig, dataset_md5: str) -> str:
-    """What a trained model depends on: the project's files, the library code, the resolved config, the data."""
+def cache_key(project: Project, cfg: ProjectConfig, dataset_md5: str, upstream: dict[str, str] | None = None) -> str:
+    """What a trained model depends on: the project's files, the library code, the resolved config, the data,
+    and the identity of every upstream model it consumes (`UpstreamModel.identity()` by role): a new teacher
+    version retrains the student."""
     parts = [project.name, digest_files(project.root), library_digest(), config_digest(cfg), dataset_md5]
+    parts += [f"upstream {role}={identity}" for role, identity in sorted((upstream or {}).items())]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 

@@ -12,6 +12,10 @@ A `TrainedModel` of flavor `sentence_transformers` is a folder `SentenceTransfor
 `pyfunc` carries in `info["pyfunc"]` the keyword arguments for `mlflow.pyfunc.log_model` (python_model as a
 models-from-code file, artifacts, code_paths, pip_requirements).
 
+A project that consumes another project's registered model (a teacher, say) names it under `upstream:` in its
+config (`paperline.config.UpstreamUse`); the flow resolves it before training and hands it to the method as
+`ctx.upstream[role]`, an `UpstreamModel` with a local copy of the model (see paperline.upstream).
+
 Flows only ever call these three names, so a new paper plugs in without touching the flows.
 """
 
@@ -100,14 +104,55 @@ class Evaluation:
     metrics: dict[str, float]
     artifacts: dict[str, Path] = field(default_factory=dict)  # name -> file (plot, report) to attach to the run
     tables: dict[str, dict[str, list]] = field(default_factory=dict)  # name -> columns, logged as MLflow tables
+    tags: dict[str, str] = field(default_factory=dict)  # name -> text (a content hash, a chosen setting) for the run
+
+
+@dataclass(frozen=True)
+class UpstreamModel:
+    """A registered model a run consumes, resolved to one version: who it is, and a local copy of its files.
+
+    `path` is the MLflow model folder as downloaded (its `MLmodel` file and artifacts); `cache_key` is the
+    `paperline.cache_key` tag of that version, which identifies what produced it.
+    """
+
+    role: str  # the key under `upstream:` in the config, e.g. "teacher"
+    project: str
+    name: str  # registered model name
+    alias: str
+    version: str
+    run_id: str | None
+    cache_key: str | None
+    path: Path
+
+    def identity(self) -> str:
+        """What a consuming run's cache key covers: the version, and the cache key that produced it."""
+        return f"{self.name}@v{self.version}:{self.cache_key or self.run_id}"
+
+    def tags(self) -> dict[str, str]:
+        """The lineage a consuming run records (MLflow run and model version tags)."""
+        prefix = f"paperline.upstream.{self.role}"
+        return {f"{prefix}.project": self.project, f"{prefix}.model": self.name, f"{prefix}.version": self.version,
+                f"{prefix}.alias": self.alias, f"{prefix}.run_id": self.run_id or ""}
+
+    def record(self) -> dict[str, str | None]:
+        return {"project": self.project, "model": self.name, "version": self.version, "alias": self.alias,
+                "run_id": self.run_id, "cache_key": self.cache_key}
 
 
 @dataclass
 class RunContext:
-    """Where a method may write (its checkpoints and outputs) and how it should report progress."""
+    """Where a method may write (its checkpoints and outputs), how it should report progress, and the
+    upstream models it consumes, by role."""
 
     workdir: Path
     progress: bool = True
+    upstream: dict[str, UpstreamModel] = field(default_factory=dict)
+
+    def upstream_model(self, role: str) -> UpstreamModel:
+        if role not in self.upstream:
+            raise ProjectError(f"this run has no upstream model '{role}'; name it under `upstream:` in the config "
+                               f"(have: {', '.join(self.upstream) or 'none'})")
+        return self.upstream[role]
 
 
 @dataclass

