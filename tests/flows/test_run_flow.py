@@ -188,7 +188,9 @@ def test_ctrl_c_and_sigterm_stop_a_run_cleanly_and_keep_its_checkpoints(workspac
     """Either signal ends the run at once with one line, the MLflow run closed, nothing registered."""
     process = subprocess.Popen(
         [str(BIN / "paperline"), "run", "sbert_sts", "--config", "smoke", "train.stages.0.max_steps=2000"],
-        cwd=workspace.root, env=workspace.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=workspace.root, env=workspace.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # as from a terminal: a shell starts background jobs (CI's, say) with SIGINT ignored, and children inherit it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     runs = workspace.root / ".paperline" / "runs"
     deadline = time.monotonic() + 300
     while not list(runs.glob("**/checkpoint-*/trainer_state.json")):  # training is under way
