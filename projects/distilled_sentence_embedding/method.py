@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import importlib.util
-import sys
 import time
 from pathlib import Path
 
@@ -28,21 +26,14 @@ from paperline.config import ProjectConfig, StrictModel
 from paperline.data import ScoredPair
 from paperline.evaluation import sts_metrics
 from paperline.models import load_sentence_transformer
-from paperline.projects import Evaluation, ProjectData, RunContext, TrainedModel
+from paperline.projects import Evaluation, ProjectData, RunContext, TrainedModel, project_module
 from paperline.training import TrainSettings, fit
 
 HERE = Path(__file__).resolve().parent
 
 
 def _sibling(name: str):
-    """Import a module of this folder under a private name (projects are folders, not packages)."""
-    full = f"paperline_projects.distilled_sentence_embedding.{name}"
-    if full not in sys.modules:
-        spec = importlib.util.spec_from_file_location(full, HERE / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[full] = module
-        spec.loader.exec_module(module)
-    return sys.modules[full]
+    return project_module(HERE / f"{name}.py")
 
 
 dse = _sibling("dse")

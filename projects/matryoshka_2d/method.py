@@ -17,15 +17,13 @@ Run outside the flow (prints the grids):  python projects/matryoshka_2d/method.p
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
 from paperline.config import ProjectConfig, StrictModel
-from paperline.projects import Evaluation, ProjectData, RunContext, TrainedModel
+from paperline.projects import Evaluation, ProjectData, RunContext, TrainedModel, project_module
 
 
 class PaperLossSettings(StrictModel):
@@ -68,14 +66,8 @@ class Config(ProjectConfig):
 
 
 def _paper_loss_module():
-    """Load the sibling `paper_loss.py` (projects are folders, not packages)."""
-    name = "paperline_projects.matryoshka_2d.paper_loss"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("paper_loss.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    """The sibling `paper_loss.py` (projects are folders, not packages)."""
+    return project_module(Path(__file__).with_name("paper_loss.py"))
 
 
 def training_rows(cfg: Config, data: ProjectData):

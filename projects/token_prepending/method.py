@@ -14,9 +14,7 @@ token_prepending.py, which the pyfunc model also ships; this file only maps conf
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Literal
@@ -24,7 +22,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from paperline.config import ProjectConfig, StrictModel
-from paperline.projects import Evaluation, ProjectData, RunContext, TrainedModel
+from paperline.projects import Evaluation, ProjectData, RunContext, TrainedModel, project_module
 
 HERE = Path(__file__).resolve().parent
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -32,14 +30,7 @@ Position = Literal["before_sentence", "before_quote"]
 
 
 def _sibling(name: str):
-    """Import a module of this folder under a private name (projects are folders, not packages)."""
-    full = f"paperline_projects.token_prepending.{name}"
-    if full not in sys.modules:
-        spec = importlib.util.spec_from_file_location(full, HERE / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[full] = module
-        spec.loader.exec_module(module)
-    return sys.modules[full]
+    return project_module(HERE / f"{name}.py")
 
 
 hooks = _sibling("token_prepending")

@@ -168,6 +168,26 @@ class ProjectData:
 # ---- discovery -----------------------------------------------------------------------------------------------
 
 
+def project_module(path: Path) -> ModuleType:
+    """Import a project's file (method.py, or a sibling it uses) once, as `paperline_projects.<project>.<stem>`.
+
+    Projects are folders, not packages: this gives each file a private, stable module name, so a project's
+    method.py reaches its siblings with `project_module(Path(__file__).with_name("dse.py"))`.
+    """
+    path = Path(path).resolve()
+    module_name = f"paperline_projects.{path.parent.name}.{path.stem}"
+    if module_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[module_name]  # a failed import must not leave a half-made module behind
+            raise
+    return sys.modules[module_name]
+
+
 @dataclass
 class Project:
     name: str
@@ -180,16 +200,9 @@ class Project:
 
     def method(self) -> ModuleType:
         """Import `method.py` under a private module name (projects are folders, not packages)."""
-        module_name = f"paperline_projects.{self.name}.method"
-        if module_name in sys.modules:
-            return sys.modules[module_name]
-        spec = importlib.util.spec_from_file_location(module_name, self.root / "method.py")
-        if spec is None or spec.loader is None:
+        if not (self.root / "method.py").is_file():
             raise ProjectError(f"project '{self.name}' has no method.py in {self.root}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
-        return module
+        return project_module(self.root / "method.py")
 
     def config_path(self, config_name: str) -> Path:
         path = self.root / "configs" / f"{config_name}.yaml"
