@@ -182,6 +182,9 @@ def run_cycle(cfg: Config, k: int, pairs, bis: list, splits, ctx: RunContext) ->
     rows = Dataset.from_dict({"sentence1": [a for a, _ in pairs], "sentence2": [b for _, b in pairs], "score": labels})
     trained = []
     for i, (bi, base) in enumerate(zip(bis, [cfg.base_model, *t.mutual_models])):
+        if i > 0 and k == t.cycles:  # the extra bi-encoders only label the next cycle's pairs; the last has none
+            trained.append(bi)
+            continue
         model = load_sentence_transformer(base) if t.fresh_models else bi
         fit(model, rows, CosineSimilarityLoss(model), _settings(cfg, t.bi, folder / f"bi{i}_checkpoints", ctx.progress))
         model.save(str(folder / ("bi" if i == 0 else f"bi{i}")))
@@ -208,7 +211,8 @@ def train(cfg: Config, data: ProjectData, ctx: RunContext) -> TrainedModel:
         if done.is_file():  # a resumed job: this cycle finished before the kill
             records.append(json.loads(done.read_text()))
             names = ["bi"] + [f"bi{i}" for i in range(1, len(bis))]
-            bis = [SentenceTransformer(str(done.parent / n)) for n in names]
+            bis = [SentenceTransformer(str(done.parent / n)) if (done.parent / n).is_dir() else bi
+                   for n, bi in zip(names, bis)]
             continue
         bis, record = run_cycle(cfg, k, pairs, bis, splits, ctx)
         records.append(record)

@@ -98,3 +98,25 @@ def test_two_cycles_without_labels_record_both_encoders_and_pick_by_dev(project,
     # A resumed job reuses finished cycles instead of training them again.
     (tmp_path / "work" / "cycle2" / "bi_labels.tsv").write_text("not read again\n")
     assert method.train(cfg, UnlabelledTrain(), ctx).info["best_cycle"] == best["cycle"]
+
+
+def test_mutual_models_label_with_the_main_encoder_and_are_not_trained_in_the_last_cycle(
+        project, method, tiny_st_dir, tmp_path):
+    """Mutual distillation: the extra bi-encoder's cosines are averaged into the labels and it trains on the cross
+    labels like the main one, except in the last cycle, where its model would label nothing."""
+    from sentence_transformers import SentenceTransformer
+
+    from paperline.projects import RunContext
+
+    cfg = project.load_config("smoke", [f"base_model={tiny_st_dir}", f"train.mutual_models=[{tiny_st_dir}]",
+                                        "train.cycles=2", "train.cross.max_steps=2", "train.bi.max_steps=2",
+                                        "train.cross.batch_size=4", "train.bi.batch_size=4"])
+    work = tmp_path / "work"
+    method.train(cfg, UnlabelledTrain(), RunContext(work, progress=False))
+    assert (work / "cycle1" / "bi1").is_dir() and not (work / "cycle2" / "bi1").exists()
+    # cycle 2's labels are the mean of both cycle-1 bi-encoders' clipped cosines, as written in its file
+    both = [SentenceTransformer(str(work / "cycle1" / name), device="cpu") for name in ("bi", "bi1")]
+    _, written = method.read_labels(work / "cycle2" / "bi_labels.tsv")
+    assert written == pytest.approx(method.bi_labels(both, PAIRS, batch_size=4).tolist(), abs=1e-5)
+    # resuming after the last cycle finds no bi1 there and keeps cycle 1's
+    assert method.train(cfg, UnlabelledTrain(), RunContext(work, progress=False)).info["best_cycle"] in (1, 2)
