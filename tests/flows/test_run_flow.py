@@ -10,6 +10,7 @@ import signal
 import subprocess
 import time
 
+import numpy as np
 import pytest
 
 from repo_copy import BIN
@@ -181,6 +182,51 @@ def test_a_training_free_project_runs_the_same_flow_and_serves_as_pyfunc(workspa
     run = workspace.client().search_runs([workspace.client().get_experiment_by_name("token_prepending").experiment_id])[0]
     assert "stsb_test_spearman" in run.data.metrics
     assert any(a.path.endswith(".png") for a in workspace.client().list_artifacts(run.info.run_id, "evaluation"))
+
+    # `mlflow models serve` serves the registered champion: the REST answer is the same embeddings
+    served = _serve_and_predict(workspace, "models:/token_prepending-smoke@champion",
+                                {"inputs": ["A plane is taking off.", "A man is playing a flute."]})
+    assert np.allclose(np.asarray(served["predictions"], dtype=np.float32), embeddings, atol=1e-4)
+
+
+def _serve_and_predict(workspace, model_uri: str, payload: dict) -> dict:
+    """Start `mlflow models serve` on a free local port (no new environment: --env-manager local), POST once."""
+    import json
+    import os
+    import socket
+    import urllib.error
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # the server runs `uvicorn` by name: the venv's bin must be on PATH, as in an activated environment
+    env = {**workspace.env, "MLFLOW_TRACKING_URI": workspace.tracking_uri,
+           "PATH": f"{BIN}{os.pathsep}{workspace.env.get('PATH', '')}"}
+    server = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
+                               "--host", "127.0.0.1", "--port", str(port)], cwd=workspace.root, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, f"mlflow models serve exited: {server.stderr.read()[-3000:]}"
+            try:
+                urllib.request.urlopen(f"{url}/ping", timeout=5).close()
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline, "mlflow models serve did not answer /ping in 180 s"
+                time.sleep(1)
+        request = urllib.request.Request(f"{url}/invocations", data=json.dumps(payload).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return json.loads(response.read())
+    finally:
+        try:
+            os.killpg(server.pid, signal.SIGTERM)  # the scoring server runs in worker processes of its own
+        except ProcessLookupError:  # it had exited already
+            pass
+        server.wait(timeout=30)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
