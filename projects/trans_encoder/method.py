@@ -106,15 +106,15 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def bi_labels(encoders, pairs: list[tuple[str, str]], batch_size: int):
+def bi_labels(encoders, pairs: list[tuple[str, str]], batch_size: int, progress: bool = False):
     """Cosine of each pair under each bi-encoder, averaged over encoders and clipped to [0, 1] (BCE targets)."""
     import torch
 
     total = None
-    for encoder in encoders:
-        sentences = sorted({s for pair in pairs for s in pair})
-        index = {s: i for i, s in enumerate(sentences)}
-        emb = encoder.encode(sentences, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=False)
+    sentences = sorted({s for pair in pairs for s in pair})
+    index = {s: i for i, s in enumerate(sentences)}
+    for encoder in encoders:  # a bar per encoder: an MPNet pass over the train sentences takes minutes on a CPU
+        emb = encoder.encode(sentences, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=progress)
         u, v = emb[[index[a] for a, _ in pairs]], emb[[index[b] for _, b in pairs]]
         cos = torch.nn.functional.cosine_similarity(u, v).float().cpu()
         total = cos if total is None else total + cos
@@ -160,7 +160,7 @@ def run_cycle(cfg: Config, k: int, pairs, bis: list, splits, ctx: RunContext) ->
     t, folder = cfg.train, ctx.workdir / f"cycle{k}"
     began = time.perf_counter()
     bi_file = folder / "bi_labels.tsv"
-    bi_sha = write_labels(bi_file, pairs, bi_labels(bis, pairs, t.batch_size_predict))
+    bi_sha = write_labels(bi_file, pairs, bi_labels(bis, pairs, t.batch_size_predict, ctx.progress))
 
     previous_cross = ctx.workdir / f"cycle{k - 1}" / "cross"
     start = cfg.base_model if t.fresh_models or k == 1 else str(previous_cross)
