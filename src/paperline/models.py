@@ -28,7 +28,6 @@ OFFLINE_PACKAGES = {
 }
 
 
-
 @dataclass(frozen=True)
 class SplitZip:
     """Distributions whose files, joined in order, are a zip holding the model under `folder`."""
