@@ -82,7 +82,7 @@ def git_commit(root: Path) -> str:
 class GateOutcome:
     """The data gate over every dataset a run reads."""
 
-    results: list[Any]  # paperline.quality.GateResult, one per dataset
+    results: list[Any]  # paperline.quality_report.GateResult, one per dataset
 
     @property
     def passed(self) -> bool:

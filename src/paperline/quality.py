@@ -31,11 +31,12 @@ where GX is not installed (e.g. a bare GPU training worker).
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from paperline.quality_report import ExpectationFailure, ExpectationOutcome, GateResult
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -83,71 +84,6 @@ class GateLimits:
         for name in ("max_duplicate_fraction", "max_leakage_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"GateLimits: {name} must be in [0, 1], got {getattr(self, name)}")
-
-
-@dataclass
-class ExpectationFailure:
-    split: str  # "train", "dev", ... or "train+dev" for a cross-split check
-    expectation: str  # the GX expectation type
-    column: str | None
-    detail: str  # one human sentence
-    sample_rows: list[dict]  # up to 3 offending rows with their original columns
-
-
-@dataclass
-class ExpectationOutcome:
-    """One evaluated expectation, passed or not: a row of the report."""
-
-    split: str
-    expectation: str
-    column: str | None
-    success: bool
-    observed: str
-
-
-@dataclass
-class GateResult:
-    dataset: str
-    kind: str
-    passed: bool
-    evaluated: int
-    failures: list[ExpectationFailure]
-    split_rows: dict[str, int]
-    outcomes: list[ExpectationOutcome] = field(default_factory=list)
-
-    def summary_lines(self) -> list[str]:
-        """One line per failure, or a single line saying what passed."""
-        if self.passed:
-            splits = ", ".join(f"{name} ({rows} rows)" for name, rows in self.split_rows.items())
-            return [f"passed: {self.evaluated} expectations on splits {splits}"]
-        return [_failure_line(self.dataset, failure) for failure in self.failures]
-
-    def to_markdown(self) -> str:
-        from paperline.quality_report import render_markdown
-
-        return render_markdown(self)
-
-    def to_html(self) -> str:
-        from paperline.quality_report import render_html
-
-        return render_html(self)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def _failure_line(dataset: str, failure: ExpectationFailure) -> str:
-    target = f"{failure.expectation}({failure.column})" if failure.column else failure.expectation
-    line = f"{dataset}/{failure.split}: {target}: {failure.detail}"
-    if failure.sample_rows:
-        line += f"; e.g. {_short_row(failure.sample_rows[0])}"
-    return line
-
-
-def _short_row(row: dict, width: int = 80) -> str:
-    # A summary line must stay one readable line; the full rows are in the report.
-    shortened = {k: (v[: width - 3] + "..." if isinstance(v, str) and len(v) > width else v) for k, v in row.items()}
-    return json.dumps(shortened, ensure_ascii=False, default=str)
 
 
 # --------------------------------------------------------------------------------------------------------------

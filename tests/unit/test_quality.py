@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from paperline.quality import DATA_KINDS, GateLimits, GateResult, gate_splits
+from paperline.quality import DATA_KINDS, GateLimits, gate_splits
+from paperline.quality_report import GateResult
 
 DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
 
