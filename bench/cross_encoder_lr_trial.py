@@ -21,9 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    from paperline import cross_encoder as ce
-    from paperline.data import DatasetRef, read_split
-    from paperline.training import TrainSettings
+    from paperline.ml import cross_encoder as ce
+    from paperline.data.datasets import DatasetRef, read_split
+    from paperline.ml.training import TrainSettings
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("rates", nargs="+", type=float)

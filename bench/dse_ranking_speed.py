@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "projects" / "distilled_sentence_embedding"))
 
 
 def _sentences(data: Path) -> list[str]:
-    from paperline.data import DatasetRef, read_split
+    from paperline.data.datasets import DatasetRef, read_split
 
     ref = DatasetRef("stsb", "scored_pairs", data, "")
     return list(dict.fromkeys(s for split in ("train", "dev", "test") for r in read_split(ref, split)
@@ -41,9 +41,9 @@ def _sentences(data: Path) -> list[str]:
 def _registered(teacher_uri: str, student_uri: str, folder: Path):
     import mlflow
 
-    from paperline import cross_encoder
-    from paperline.settings import Settings
-    from paperline.tracking import connect
+    from paperline.ml import cross_encoder
+    from paperline.core.settings import Settings
+    from paperline.ops.tracking import connect
 
     import dse
 
@@ -59,8 +59,8 @@ def _registered(teacher_uri: str, student_uri: str, folder: Path):
 
 
 def _untrained():
-    from paperline import cross_encoder
-    from paperline.models import load_sentence_transformer
+    from paperline.ml import cross_encoder
+    from paperline.ml.models import load_sentence_transformer
 
     import dse
 
@@ -72,7 +72,7 @@ def _untrained():
 def main() -> None:
     import torch
 
-    from paperline import cross_encoder
+    from paperline.ml import cross_encoder
 
     import dse
 

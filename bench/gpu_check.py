@@ -19,9 +19,10 @@ from datasets import Dataset
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 from sentence_transformers.sentence_transformer.losses import CoSENTLoss
 
-from paperline.data import DatasetRef, read_split
-from paperline.evaluation import sts_spearman
-from paperline.training import TrainSettings, fit
+from paperline.data.datasets import DatasetRef, read_split
+from paperline.ml.evaluation import sts_spearman
+from paperline.ml.training import TrainSettings, fit
+from paperline.project.sections import scored_pairs_dataset
 
 
 def rows(data: Path, split: str):
@@ -29,8 +30,7 @@ def rows(data: Path, split: str):
 
 
 def as_dataset(pairs) -> Dataset:
-    return Dataset.from_dict({"sentence1": [p.sentence1 for p in pairs], "sentence2": [p.sentence2 for p in pairs],
-                              "score": [p.score / 5 for p in pairs]})
+    return scored_pairs_dataset(pairs)
 
 
 DEVICE = "cuda"
@@ -63,7 +63,7 @@ def run_paperline(model_dir, train, out, bf16, group_by_length):
     settings = TrainSettings(output_dir=out, batch_size=16, seed=0, checkpoint_every=100, progress=False,
                              group_by_length=group_by_length)
     if not bf16:  # force fp32 on CUDA for the comparison row; paperline picks bf16 by itself
-        import paperline.training as training
+        import paperline.ml.training as training
 
         original, training.mixed_precision = training.mixed_precision, lambda device: "fp32"
     started = time.perf_counter()

@@ -3,9 +3,9 @@
 Compares, on the STS-B test sentences and in one run (same process, same threads, repeats interleaved and the
 best kept, so a busy machine hurts every row alike):
 - `full encode`: `SentenceTransformer.encode` of the test set with the full model (the unit of cost);
-- `grid (one pass)`: paperline.layer_grid.grid_spearman, every layer x 5 dims from one forward pass;
+- `grid (one pass)`: paperline.ml.layer_grid.grid_spearman, every layer x 5 dims from one forward pass;
 - `grid (re-encode)`: what one would write without it, a truncated model encoded once per layer count;
-- `export l3-d128`: the folder paperline.export.export_truncated writes, loaded with plain SentenceTransformer.
+- `export l3-d128`: the folder paperline.ml.export.export_truncated writes, loaded with plain SentenceTransformer.
 
 Targets (issue 3): grid <= 1.3x one full encode; exported l3-d128 >= 1.8x faster than the full model.
 
@@ -34,10 +34,10 @@ def main() -> None:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from paperline.data import DatasetRef, read_split
-    from paperline.export import export_truncated, truncate_layers
-    from paperline.layer_grid import grid_spearman
-    from paperline.models import resolve_model_path
+    from paperline.data.datasets import DatasetRef, read_split
+    from paperline.ml.export import export_truncated, truncate_layers
+    from paperline.ml.layer_grid import grid_spearman
+    from paperline.ml.models import resolve_model_path
 
     torch.set_num_threads(args.threads)
     pairs = read_split(DatasetRef("stsb", "scored_pairs", ROOT / "data" / "stsb", "-"), "test")
@@ -75,7 +75,7 @@ def main() -> None:
                 start = time.perf_counter()
                 fn()
                 best[name] = min(best[name], time.perf_counter() - start)
-        from paperline.evaluation import sts_spearman
+        from paperline.ml.evaluation import sts_spearman
 
         export_score = sts_spearman(exported, pairs)
 

@@ -27,8 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BARE = """
 import sys
 from pathlib import Path
-from paperline.data import dataset_ref, resolve_data_version
-from paperline.projects import ProjectData, RunContext, get_project
+from paperline.data.datasets import dataset_ref, resolve_data_version
+from paperline.project.interface import ProjectData, RunContext
+from paperline.project.discovery import get_project
 project = get_project(Path("projects"), sys.argv[1])
 cfg = project.load_config(sys.argv[2], sys.argv[4:])
 version = resolve_data_version(Path("."), pull=False)
@@ -54,7 +55,7 @@ def main() -> None:
     parser.add_argument("--config", default="default")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
-    from paperline.prefect_server import ensure_local_server, stop_local_server
+    from paperline.ops.prefect_server import ensure_local_server, stop_local_server
 
     seed = str(int(time.time()) % 100_000)  # a cache key no earlier run of this workspace has
     with tempfile.TemporaryDirectory() as tmp:

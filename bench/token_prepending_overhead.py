@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "projects" / "token_prepending"))
 
 
 def _sentences(data: Path, n: int) -> list[str]:
-    from paperline.data import DatasetRef, read_split
+    from paperline.data.datasets import DatasetRef, read_split
 
     rows = read_split(DatasetRef("stsb", "scored_pairs", data, ""), "test")
     return list(dict.fromkeys(s for r in rows for s in (r.sentence1, r.sentence2)))[:n]
@@ -49,7 +49,7 @@ def main() -> None:
     import torch
 
     import token_prepending as hooks
-    from paperline.causal_lm import load_causal_lm
+    from paperline.ml.causal_lm import load_causal_lm
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct")

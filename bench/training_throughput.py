@@ -20,19 +20,18 @@ from datasets import Dataset
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 from sentence_transformers.sentence_transformer.losses import CoSENTLoss
 
-from paperline.data import DatasetRef, read_split
-from paperline.models import resolve_model_path
-from paperline.settings import find_root
-from paperline.training import TrainSettings, fit
+from paperline.data.datasets import DatasetRef, read_split
+from paperline.ml.models import resolve_model_path
+from paperline.core.settings import find_root
+from paperline.ml.training import TrainSettings, fit
+from paperline.project.sections import scored_pairs_dataset
 
 BASE = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def stsb_rows(n: int) -> Dataset:
     ref = DatasetRef("stsb", "scored_pairs", find_root() / "data" / "stsb", "")
-    rows = read_split(ref, "train")[:n]
-    return Dataset.from_dict({"sentence1": [r.sentence1 for r in rows], "sentence2": [r.sentence2 for r in rows],
-                              "score": [r.score / 5 for r in rows]})
+    return scored_pairs_dataset(read_split(ref, "train"), n)
 
 
 def plain(rows: Dataset, batch_size: int, out: Path) -> float:

@@ -106,6 +106,6 @@ def pulled_data(tmp_path_factory):
     """
     from repo_copy import make_repo_copy
 
-    from paperline.data import resolve_data_version
+    from paperline.data.datasets import resolve_data_version
 
     return resolve_data_version(make_repo_copy(tmp_path_factory.mktemp("data_repo")))

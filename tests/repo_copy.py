@@ -13,9 +13,9 @@ BIN = Path(sys.executable).parent
 
 
 def make_repo_copy(dest: Path, pull: bool = True) -> Path:
-    """Copy what a run needs (projects, flows, registry, data.dvc, .dvc/config) into `dest`, as a git repo."""
+    """Copy what a run needs (projects, registry, data.dvc, .dvc/config) into `dest`, as a git repo."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("projects", "flows", "registry"):
+    for name in ("projects", "registry"):
         shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "data.dvc", dest / "data.dvc")
     (dest / ".gitignore").write_text("/data\n/.paperline\n")

@@ -62,7 +62,7 @@ class DSELoss(nn.Module):
     """A sentence-transformers loss: embeds both columns, scores them with the head, mixes task and teacher.
 
     The head lives in the loss (as SoftmaxLoss's classifier does), so the trainer optimises it with the encoder;
-    paperline.training.fit checkpoints its weights beside the model's. Labels are [gold, teacher] per row.
+    paperline.ml.training.fit checkpoints its weights beside the model's. Labels are [gold, teacher] per row.
     """
 
     def __init__(self, model, head: PairHead, alpha: float):

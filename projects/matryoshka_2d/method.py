@@ -12,7 +12,16 @@ Objectives (config `train.objective`):
 `train` also trains the baseline the paper compares against (the `sbert_sts` recipe: CoSENT on the last layer)
 on the same rows, seed and steps, so `evaluate` reports both grids from one run.
 
-Run outside the flow (prints the grids):  python projects/matryoshka_2d/method.py --config default [key=value ...]
+References:
+    - Li et al., "2D Matryoshka Sentence Embeddings" / "ESE: Espresso Sentence Embeddings", arXiv 2402.14776
+    - reference implementation: github.com/SeanLee97/AnglE at 74e5ba2 (`AngleTDMSETrainer`)
+
+Inputs (data kinds):
+    `scored_pairs` (STS-B train to fit; the evaluation split for the layer x dims grid).
+
+Example:
+    paperline run matryoshka_2d --config smoke
+    python projects/matryoshka_2d/method.py --config default train.objective=paper   # outside the flow
 """
 
 from __future__ import annotations
@@ -22,8 +31,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from paperline.config import ProjectConfig, StrictModel
-from paperline.projects import Evaluation, ProjectData, RunContext, TrainedModel, project_module
+from paperline.core.config import ProjectConfig, StrictModel
+from paperline.project.discovery import project_module
+from paperline.project.interface import Evaluation, ProjectData, RunContext, TrainedModel
+from paperline.project.sections import FitSection, scored_pairs_dataset
 
 
 class PaperLossSettings(StrictModel):
@@ -35,18 +46,10 @@ class PaperLossSettings(StrictModel):
     layer_weight: float = Field(1.0, ge=0)  # weight of layer i's two similarity terms
 
 
-class Train(StrictModel):
+class Train(FitSection):
     objective: Literal["st", "paper", "ese"] = "st"
     dims: list[int] = Field(default_factory=lambda: [384, 256, 128, 64, 32], min_length=1)  # st / ese
     paper: PaperLossSettings = PaperLossSettings()
-    epochs: float = Field(1.0, gt=0)
-    batch_size: int = Field(16, ge=2)
-    learning_rate: float = Field(2e-5, gt=0)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    max_rows: int | None = Field(None, ge=2)  # cap on training rows, for smoke runs
-    max_steps: int = -1  # > 0 caps the optimizer steps, for smoke runs
-    checkpoint_every: int = Field(100, ge=1)
-    device: str = "auto"
     baseline: bool = True  # also train the CoSENT baseline on the same rows, seed and steps
     baseline_dir: str | None = None  # reuse (or create) the baseline here, e.g. shared by several objectives
 
@@ -64,26 +67,15 @@ class Config(ProjectConfig):
     train: Train = Train()
     evaluate: Evaluate = Evaluate()
 
+    def metric_names(self) -> set[str]:
+        """The full model's cell on the grid's split; the baseline's, when one is trained."""
+        name = f"{self.evaluate.dataset}_{self.evaluate.split}_spearman"
+        return {name, f"baseline_{name}"} if self.train.baseline else {name}
+
 
 def _paper_loss_module():
     """The sibling `paper_loss.py` (projects are folders, not packages)."""
     return project_module(Path(__file__).with_name("paper_loss.py"))
-
-
-def training_rows(cfg: Config, data: ProjectData):
-    from datasets import Dataset
-
-    rows = data.read(cfg.evaluate.dataset, "train")
-    dataset = Dataset.from_dict(
-        {
-            "sentence1": [r.sentence1 for r in rows],
-            "sentence2": [r.sentence2 for r in rows],
-            "score": [r.score / 5.0 for r in rows],  # CoSENT ranks by score; [0, 1] as in sbert_sts
-        }
-    )
-    if cfg.train.max_rows:
-        dataset = dataset.select(range(min(cfg.train.max_rows, len(dataset))))
-    return dataset
 
 
 def make_loss(objective: str, model, cfg: Config):
@@ -109,57 +101,48 @@ def make_loss(objective: str, model, cfg: Config):
     raise ValueError(f"unknown objective '{objective}'; choose st, paper, ese")
 
 
-def _train_one(objective: str, cfg: Config, data: ProjectData, ctx: RunContext, folder: Path) -> tuple[Path, dict]:
-    """Train one model into `folder/model`; a finished folder is reused, a killed job resumes its checkpoints."""
-    from paperline.models import load_sentence_transformer
-    from paperline.training import TrainSettings, fit, seed_everything
+def _train_one(objective: str, cfg: Config, data: ProjectData, ctx: RunContext, folder: Path):
+    """Train one model into `folder/model`; a finished folder is reused, a killed job resumes its checkpoints.
+    Returns the folder and the training result (None when it was reused)."""
+    from paperline.ml.models import load_sentence_transformer
+    from paperline.ml.training import fit, seed_everything
 
     done = folder / "model"
     if (done / "config.json").is_file():
-        return done, {"reused": str(done)}
+        return done, None
     seed_everything(cfg.seed)  # the paper loss seeds its layer/dim sampler from the global seed
     model = load_sentence_transformer(cfg.base_model)
-    t = cfg.train
-    result = fit(
-        model,
-        training_rows(cfg, data),
-        make_loss(objective, model, cfg),
-        TrainSettings(
-            output_dir=folder / "checkpoints", epochs=t.epochs, batch_size=t.batch_size,
-            learning_rate=t.learning_rate, warmup_ratio=t.warmup_ratio, seed=cfg.seed,
-            checkpoint_every=t.checkpoint_every, max_steps=t.max_steps, device=t.device, progress=ctx.progress,
-        ),
-    )
+    rows = scored_pairs_dataset(data.read(cfg.evaluate.dataset, "train"), cfg.train.max_rows)  # CoSENT: score / 5
+    result = fit(model, rows, make_loss(objective, model, cfg), cfg.train.settings(folder / "checkpoints", cfg.seed,
+                                                                                   ctx.progress))
     model.save(str(done))
-    return done, {k: v for k, v in vars(result).items() if isinstance(v, (int, float, str))}
+    return done, result
 
 
 def train(cfg: Config, data: ProjectData, ctx: RunContext) -> TrainedModel:
     """Train the 2D Matryoshka model and, on the same rows, seed and steps, the CoSENT baseline."""
     path, result = _train_one(cfg.train.objective, cfg, data, ctx, ctx.workdir / cfg.train.objective)
-    info: dict = {"objective": cfg.train.objective, **{f"train_{k}": v for k, v in result.items()}}
+    metrics = {f"train_{k}": v for k, v in result.metrics().items()} if result else {}
+    notes = {"objective": cfg.train.objective, **(result.notes() if result else {"reused": str(path)})}
+    outputs = {}
     if cfg.train.baseline:
         folder = Path(cfg.train.baseline_dir) if cfg.train.baseline_dir else ctx.workdir / "baseline"
-        existed = (folder / "model" / "config.json").is_file()
-        base_path, base_result = _train_one("cosent", cfg, data, ctx, folder)
-        info["baseline_path"] = str(base_path)
-        info["baseline_source"] = (
-            f"reused {base_path} (trained earlier with this config's data, seed and steps)" if existed
-            else "trained in this run: CoSENT on the last layer, same rows, seed and steps"
-        )
-        info.update({f"baseline_{k}": v for k, v in base_result.items() if k != "reused"})
-    return TrainedModel(path=path, flavor="sentence_transformers", info=info)
+        outputs["baseline"], base_result = _train_one("cosent", cfg, data, ctx, folder)
+        notes["baseline_source"] = (
+            "trained in this run: CoSENT on the last layer, same rows, seed and steps" if base_result else
+            f"reused {outputs['baseline']} (trained earlier with this config's data, seed and steps)")
+        metrics.update({f"baseline_{k}": v for k, v in (base_result.metrics() if base_result else {}).items()})
+    return TrainedModel(path=path, metrics=metrics, notes=notes, outputs=outputs)
 
 
 def evaluate(model: TrainedModel, cfg: Config, data: ProjectData, ctx: RunContext) -> Evaluation:
     """The layer x dimension grid (STS-B test Spearman x100) of the model and of the baseline, with a heatmap."""
     from sentence_transformers import SentenceTransformer
 
-    from paperline.layer_grid import grid_metrics, grid_spearman, grid_table, plot_grids
+    from paperline.ml.layer_grid import grid_metrics, grid_spearman, grid_table, plot_grids
 
     e = cfg.evaluate
-    pairs = data.read(e.dataset, e.split)
-    pairs = pairs[: e.max_rows] if e.max_rows else pairs
+    pairs = data.read(e.dataset, e.split, e.max_rows)
     prefix = f"{e.dataset}_{e.split}_spearman"
     encoder = SentenceTransformer(str(model.path))
     grid = grid_spearman(encoder, pairs, layers=e.layers, dims=e.dims, batch_size=e.batch_size)
@@ -169,8 +152,8 @@ def evaluate(model: TrainedModel, cfg: Config, data: ProjectData, ctx: RunContex
     metrics[prefix] = grid[(n, full)] if (n, full) in grid else _full_cell(encoder, pairs, e.batch_size, n, full)
     grids = {cfg.train.objective: grid}
     baseline_grid = None
-    if model.info.get("baseline_path"):
-        base = SentenceTransformer(str(model.info["baseline_path"]))
+    if "baseline" in model.outputs:
+        base = SentenceTransformer(str(model.output("baseline")))
         baseline_grid = grid_spearman(base, pairs, layers=e.layers, dims=e.dims, batch_size=e.batch_size)
         metrics.update(grid_metrics(baseline_grid, f"baseline_{prefix}"))
         metrics[f"baseline_{prefix}"] = _full_cell(base, pairs, e.batch_size, n, full, baseline_grid)
@@ -185,43 +168,16 @@ def evaluate(model: TrainedModel, cfg: Config, data: ProjectData, ctx: RunContex
 
 
 def _full_cell(encoder, pairs, batch_size, n, full, grid=None) -> float:
-    from paperline.layer_grid import grid_spearman
+    from paperline.ml.layer_grid import grid_spearman
 
     if grid is not None and (n, full) in grid:
         return grid[(n, full)]
     return grid_spearman(encoder, pairs, layers=[n], dims=[full], batch_size=batch_size)[(n, full)]
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Train and evaluate outside the flow: `--config NAME`, `--workdir DIR`, then `key=value` overrides."""
-    import argparse
+if __name__ == "__main__":  # outside the flow: train + evaluate, print the grids (paperline.project.local_run)
+    import sys
 
-    from paperline.config import load_config
-    from paperline.data import dataset_ref, read_pointer, DataVersion
-    from paperline.layer_grid import format_grid
+    from paperline.project.local_run import main
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="default")
-    parser.add_argument("--workdir", default=None)
-    parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args(argv)
-    here = Path(__file__).resolve().parent
-    root = here.parent.parent
-    cfg = load_config(here / "configs" / f"{args.config}.yaml", Config, args.overrides)
-    pointer = read_pointer(root)
-    version = DataVersion(md5=pointer["md5"], path=root / pointer.get("path", "data"), nfiles=None, pulled=False)
-    data = ProjectData({name: dataset_ref(version, name, use.kind) for name, use in cfg.data.items()})
-    workdir = Path(args.workdir or f"/tmp/matryoshka_2d-{args.config}-{cfg.train.objective}")
-    ctx = RunContext(workdir=workdir, progress=False)
-    trained = train(cfg, data, ctx)
-    result = evaluate(trained, cfg, data, ctx)
-    table = result.tables["layer_dim_grid"]
-    for name in [c for c in table if c not in ("layers", "dims")]:
-        print(f"\n{name}:")
-        print(format_grid({(layer, d): v for layer, d, v in zip(table["layers"], table["dims"], table[name])}))
-    print({k: v for k, v in trained.info.items()})
-    print("artifacts:", {k: str(v) for k, v in result.artifacts.items()})
-
-
-if __name__ == "__main__":
-    main()
+    main(["matryoshka_2d", *sys.argv[1:]])

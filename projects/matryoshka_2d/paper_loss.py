@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from paperline.layer_grid import layer_embeddings
+from paperline.ml.layer_grid import layer_embeddings
 
 
 def paper_dims(hidden_size: int, smallest: int = 8) -> list[int]:

@@ -4,7 +4,7 @@ Every curve costs one encode of the split's unique sentences: `encode_all_layers
 of the same forward pass, so scoring all layers is a cosine and a Spearman per layer. A TP band changes what
 the layers after it compute, so each band of the search costs one pass of its own.
 
-The statistic is the one `paperline.evaluation.sts_spearman` reports (Spearman x100 of the cosine similarity
+The statistic is the one `paperline.ml.evaluation.sts_spearman` reports (Spearman x100 of the cosine similarity
 against the gold score, scipy), here per layer.
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from paperline.data import ScoredPair
+from paperline.data.kinds.scored_pairs import ScoredPair
 
 
 @dataclass

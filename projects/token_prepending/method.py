@@ -6,10 +6,21 @@
 - Jiang et al., "Scaling Sentence Embeddings with Large Language Models" (PromptEOL, arXiv 2307.16645): the
   last token's state under `This sentence : "<s>" means in one word:"`.
 
-The interface the flows call (see paperline.projects): `Config`, `prepare` (no training: the dev search over
-TP's band, placeholder position and output layer, and the pyfunc model), `evaluate` (STS-B test Spearman of
-every variant at every layer, the line plot, and the dev-chosen TP setting on test). The hooks live in
-token_prepending.py, which the pyfunc model also ships; this file only maps config to them.
+A `TrainingFreeMethod` (paperline.project.interface): `prepare` (no training: the dev search over TP's band,
+placeholder position and output layer, and the pyfunc model), `evaluate` (STS-B test Spearman of every variant
+at every layer, the line plot, and the dev-chosen TP setting on test). The hooks live in token_prepending.py,
+which the pyfunc model also ships; this file only maps config to them.
+
+References:
+    - Fu et al., "Token Prepending", ACL 2025, arXiv 2412.11556
+    - Jiang et al., "Scaling Sentence Embeddings with Large Language Models" (PromptEOL), arXiv 2307.16645
+
+Inputs (data kinds):
+    `scored_pairs` (STS-B dev for the search, test for the report; no train split).
+
+Example:
+    paperline run token_prepending --config smoke
+    .venv/bin/python projects/token_prepending/method.py threads=1     # without Prefect or MLflow
 """
 
 from __future__ import annotations
@@ -21,20 +32,18 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from paperline.config import ProjectConfig, StrictModel
-from paperline.projects import Evaluation, ProjectData, RunContext, TrainedModel, project_module
+from paperline.core.config import ProjectConfig, StrictModel
+from paperline.project.discovery import project_module
+from paperline.project.interface import Evaluation, ProjectData, PyfuncSpec, RunContext, TrainedModel
+from paperline.project.sections import pyfunc_spec
 
 HERE = Path(__file__).resolve().parent
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
 Position = Literal["before_sentence", "before_quote"]
 
 
-def _sibling(name: str):
-    return project_module(HERE / f"{name}.py")
-
-
-hooks = _sibling("token_prepending")
-curves = _sibling("curves")
+hooks = project_module(HERE / "token_prepending.py")
+curves = project_module(HERE / "curves.py")
 
 
 # ---- config ------------------------------------------------------------------------------------------------
@@ -99,6 +108,12 @@ class Config(ProjectConfig):
     search: Search = Search()
     evaluate: Evaluate = Evaluate()
 
+    def metric_names(self) -> set[str]:
+        """TP's dev-chosen setting on the evaluation split and, next to it, PromptEOL at its dev-chosen layer."""
+        name = f"{self.evaluate.dataset}_{self.evaluate.split}_spearman"
+        with_prompteol = self.search.enabled and "prompteol" in self.evaluate.baselines
+        return {name, f"{name}_prompteol_devlayer"} if with_prompteol else {name}
+
 
 # ---- helpers -----------------------------------------------------------------------------------------------
 
@@ -106,7 +121,7 @@ class Config(ProjectConfig):
 def _load(cfg: Config):
     import torch
 
-    from paperline.causal_lm import load_causal_lm, materialize
+    from paperline.ml.causal_lm import load_causal_lm, materialize
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -119,7 +134,7 @@ def _load(cfg: Config):
 
 def _check(cfg: Config, model, tokenizer) -> None:
     """Settings that only the model can validate, as one clear line before any pass."""
-    from paperline.config import ConfigError
+    from paperline.core.config import ConfigError
 
     layers = len(hooks.decoder_layers(model))
     bands = list(cfg.search.bands) if cfg.search.enabled else [(cfg.tp.start, cfg.tp.exit)]
@@ -147,11 +162,6 @@ def _bare(cfg: Config, pooling: str):
     return hooks.variant(_settings(cfg), prompt=None, pooling=pooling, normalize=False)
 
 
-def _rows(data: ProjectData, dataset: str, split: str, max_rows: int | None):
-    rows = data.read(dataset, split)
-    return rows[:max_rows] if max_rows else rows
-
-
 def _curve(model, tokenizer, split, settings, cfg: Config, cosines: dict | None = None, name: str = "") -> list[float]:
     """Spearman at every layer from one encode; `cosines[name]` keeps the per-pair cosines for the bootstrap."""
     embeddings = hooks.encode_all_layers(model, tokenizer, split.sentences, settings, cfg.embedding.batch_size)
@@ -173,7 +183,7 @@ def prepare(cfg: Config, data: ProjectData, ctx: RunContext) -> TrainedModel:
     out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     if cfg.search.enabled:
-        dev = curves.Split.of(_rows(data, cfg.search.dataset, cfg.search.split, cfg.search.max_rows))
+        dev = curves.Split.of(data.read(cfg.search.dataset, cfg.search.split, cfg.search.max_rows))
         search = curves.SearchResult()
         for position in cfg.search.positions:
             for start, exit in cfg.search.bands:
@@ -198,44 +208,29 @@ def prepare(cfg: Config, data: ProjectData, ctx: RunContext) -> TrainedModel:
         json.dumps({"embedding": chosen.to_json(), "batch_size": cfg.embedding.batch_size, "base_model": cfg.base_model},
                    indent=1)
     )
-    # The chosen setting as a dict (not metrics: evaluate reports it with the scores); seconds as a metric.
-    info: dict = {"tp_setting": {"position": position, "start": start, "exit": exit, "output_layer": layer},
-                  "prepare_seconds": round(time.perf_counter() - began, 1),
-                  "pyfunc": pyfunc_kwargs(folder, settings_path, model.config.hidden_size)}
-    return TrainedModel(path=out, flavor="pyfunc", info=info)
+    # The chosen setting as notes (evaluate reports it with the scores); seconds as a metric.
+    return TrainedModel(path=out, flavor="pyfunc", serving=serving_spec(folder, settings_path, model.config.hidden_size),
+                        metrics={"prepare_seconds": round(time.perf_counter() - began, 1)},
+                        notes={"tp_setting": f"{position} [{start}, {exit}) layer {layer}"},
+                        outputs={"settings": settings_path, "dev_search": out / "dev_search.json"})
 
 
-def pyfunc_kwargs(model_folder: str | Path, settings_path: Path, hidden_size: int) -> dict:
-    """Keyword arguments for `mlflow.pyfunc.log_model(name=..., **kwargs)`: models from code, no pickles."""
-    import numpy as np
-    import torch
-    import transformers
-
-    return {
-        "python_model": str(HERE / "pyfunc_model.py"),
-        "artifacts": {"lm": str(model_folder), "settings": str(settings_path)},
-        "code_paths": [str(HERE / "token_prepending.py")],
-        "pip_requirements": [
-            f"torch=={torch.__version__.split('+')[0]}",  # the CPU build of this version (see constraints.txt)
-            f"transformers=={transformers.__version__}",
-            f"numpy=={np.__version__}",
-        ],
-        # The input schema (a list of strings) comes from predict's type hint; the output is a float32 matrix.
-        "metadata": {"embedding_dim": hidden_size, "output": f"float32 array [n, {hidden_size}]"},
-    }
+def serving_spec(model_folder: str | Path, settings_path: Path, hidden_size: int) -> PyfuncSpec:
+    """The pyfunc that serves TP embeddings: models from code, no pickles."""
+    # The input schema (a list of strings) comes from predict's type hint; the output is a float32 matrix.
+    return pyfunc_spec(HERE / "pyfunc_model.py", {"lm": Path(model_folder), "settings": settings_path},
+                       ["torch", "transformers", "numpy"], code_paths=[HERE / "token_prepending.py"],
+                       metadata={"embedding_dim": hidden_size, "output": f"float32 array [n, {hidden_size}]"})
 
 
-def evaluate(model: TrainedModel | None, cfg: Config, data: ProjectData, ctx: RunContext) -> Evaluation:
+def evaluate(model: TrainedModel, cfg: Config, data: ProjectData, ctx: RunContext) -> Evaluation:
     """STS-B test Spearman x100 of every variant at every layer (one pass each), the plot, and the primary metric:
     the dev-chosen TP setting on test, next to PromptEOL at its own dev-chosen layer: the comparison Fu et al.
     2025 (arXiv 2412.11556) report for PromptEOL with and without TP on 7B-13B models."""
     lm, tokenizer, _ = _load(cfg)
     began = time.perf_counter()
-    saved = json.loads((model.path / "settings.json").read_text()) if model else None
-    chosen = hooks.EmbedSettings.from_json(saved["embedding"]) if saved else _settings(
-        cfg, placeholder=cfg.tp.placeholder, position=cfg.tp.position, start=cfg.tp.start, exit=cfg.tp.exit,
-        output_layer=cfg.tp.output_layer)
-    test = curves.Split.of(_rows(data, cfg.evaluate.dataset, cfg.evaluate.split, cfg.evaluate.max_rows))
+    chosen = hooks.EmbedSettings.from_json(json.loads(model.output("settings").read_text())["embedding"])
+    test = curves.Split.of(data.read(cfg.evaluate.dataset, cfg.evaluate.split, cfg.evaluate.max_rows))
     prefix = f"{cfg.evaluate.dataset}_{cfg.evaluate.split}_spearman"
 
     layer_curves: dict[str, list[float]] = {}
@@ -265,8 +260,8 @@ def evaluate(model: TrainedModel | None, cfg: Config, data: ProjectData, ctx: Ru
     tables: dict[str, dict[str, list]] = {
         "layer_curves": {"layer": list(range(total + 1)), **{k: [round(v, 4) for v in vs] for k, vs in layer_curves.items()}}
     }
-    dev_file = model.path / "dev_search.json" if model else None
-    if dev_file is not None and dev_file.is_file():
+    dev_file = model.output("dev_search")
+    if dev_file.is_file():  # the search ran (search.enabled)
         search, extra = curves.SearchResult.load(dev_file)
         tables["tp_dev_search"] = search.table()
         metrics[f"{cfg.search.dataset}_{cfg.search.split}_spearman_tp"] = search.chosen()["dev_spearman"]
@@ -289,34 +284,9 @@ def evaluate(model: TrainedModel | None, cfg: Config, data: ProjectData, ctx: Ru
     return Evaluation(metrics=metrics, artifacts={"layer_curves.png": plot}, tables=tables)
 
 
-def main() -> None:
-    """`python projects/token_prepending/method.py [--config NAME] [key=value ...]`: prepare + evaluate without
-    Prefect or MLflow (a bare worker, or a quick look); prints the metrics. The flow is `paperline run`."""
-    import argparse
+if __name__ == "__main__":  # prepare + evaluate without Prefect or MLflow (paperline.project.local_run)
+    import sys
 
-    from paperline.data import DatasetRef
-    from paperline.projects import get_project
-    from paperline.settings import Settings
+    from paperline.project.local_run import main
 
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--config", default="default")
-    parser.add_argument("--workdir", default=None, help="default: <workspace>/runs/token_prepending-<config>")
-    parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args()
-    settings = Settings.from_env()
-    project = get_project(settings.projects_dir, "token_prepending")
-    cfg = project.load_config(args.config, args.overrides)
-    data_dir = settings.root / "data"
-    data = ProjectData({name: DatasetRef(name, use.kind, data_dir / name, "unversioned") for name, use in cfg.data.items()})
-    ctx = RunContext(workdir=Path(args.workdir or settings.workspace / "runs" / f"token_prepending-{args.config}"))
-    began = time.perf_counter()
-    model = prepare(cfg, data, ctx)
-    print(json.dumps({k: v for k, v in model.info.items() if k != "pyfunc"}), flush=True)
-    result = evaluate(model, cfg, data, ctx)
-    print(json.dumps(result.metrics, indent=1))
-    print(json.dumps(result.tables.get("tp_dev_search", {})))
-    print(f"plot: {result.artifacts['layer_curves.png']}; total {time.perf_counter() - began:.0f} s")
-
-
-if __name__ == "__main__":
-    main()
+    main(["token_prepending", *sys.argv[1:]])

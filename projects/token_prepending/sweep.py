@@ -28,8 +28,8 @@ def run(args) -> dict:
     import curves
     import token_prepending as tp
 
-    from paperline.causal_lm import load_causal_lm
-    from paperline.data import DatasetRef, read_split
+    from paperline.ml.causal_lm import load_causal_lm
+    from paperline.data.datasets import DatasetRef, read_split
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -176,7 +176,6 @@ def _cut(tokenizer, sentences: list[str], limit: int) -> list[str]:
 
 def _batches(tokenizer, sentences: list[str], settings: EmbedSettings, batch_size: int):
     """(indices, encoded batch, placeholder positions or None) in order of length, to pad little."""
-    import torch
 
     sentences = _cut(tokenizer, sentences, settings.max_sentence_tokens)
     if settings.prompt is not None and settings.normalize:

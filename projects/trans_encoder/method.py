@@ -17,38 +17,49 @@ to the MLflow run as artifacts: each cycle's training data is versioned by conte
 Optional mutual distillation (the paper's Section 2.3): `train.mutual_models` adds bi-encoders whose
 pseudo-labels are averaged with the main one's in step 1 (each trains on the same cross-encoder labels).
 
-The interface the flows call (paperline.projects): `Config`, `train`, `evaluate`.
+References:
+    - Liu et al., "Trans-Encoder", ICLR 2022, arXiv 2109.13059
+    - reference implementation: github.com/amzn/trans-encoder (src/self_distill.py)
+
+Inputs (data kinds):
+    `scored_pairs` (STS-B: train pairs without their scores; dev to choose the cycle; test to report).
+
+Example:
+    paperline run trans_encoder --config smoke
+    paperline run trans_encoder train.cycles=1 'train.mutual_models=[sentence-transformers/all-mpnet-base-v2]'
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import json
 import time
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from paperline import cross_encoder
-from paperline.config import ProjectConfig, StrictModel
-from paperline.evaluation import sts_spearman
-from paperline.models import load_sentence_transformer
-from paperline.projects import Evaluation, ProjectData, RunContext, TrainedModel
-from paperline.training import TrainSettings, fit
+from paperline.core.config import ProjectConfig, StrictModel
+from paperline.data import derived
+from paperline.ml import cross_encoder
+from paperline.ml.evaluation import sts_spearman
+from paperline.ml.models import load_sentence_transformer
+from paperline.ml.training import fit
+from paperline.project.interface import Evaluation, ProjectData, RunContext, TrainedModel
+from paperline.project.sections import FitSection
 
 LABELS_HEADER = ["sentence1", "sentence2", "label"]
 
 
-class Side(StrictModel):
+class Side(FitSection):
     """Training settings of one encoder in each cycle."""
 
-    epochs: float = Field(1.0, gt=0)
-    batch_size: int = Field(16, ge=2)
-    learning_rate: float = Field(2e-5, gt=0)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
     group_by_length: bool = True  # length-grouped batches: the cycles are the budget on a CPU
-    max_steps: int = -1
+    checkpoint_every: int = Field(200, ge=1)
+
+    @model_validator(mode="after")
+    def _rows_are_capped_once(self):
+        if self.max_rows is not None:
+            raise ValueError("cap the pairs of every cycle with train.max_rows, not per encoder")
+        return self
 
 
 class Cross(Side):
@@ -65,10 +76,8 @@ class Train(StrictModel):
     bi: Side = Side()
     cross: Cross = Cross()
     mutual_models: list[str] = Field(default_factory=list)  # extra bi-encoders whose labels are averaged in
-    checkpoint_every: int = Field(200, ge=1)
     max_rows: int | None = Field(None, ge=2)
     batch_size_predict: int = Field(64, ge=1)
-    device: str = "auto"
 
 
 class Evaluate(StrictModel):
@@ -76,6 +85,9 @@ class Evaluate(StrictModel):
     select_split: str = "dev"  # the split the best cycle is chosen on
     report_split: str = "test"
     max_rows: int | None = Field(None, ge=2)
+
+    def metric_names(self) -> set[str]:
+        return {f"{self.dataset}_{split}_spearman" for split in (self.select_split, self.report_split)}
 
 
 class Config(ProjectConfig):
@@ -88,22 +100,12 @@ class Config(ProjectConfig):
 
 def write_labels(path: Path, pairs: list[tuple[str, str]], labels) -> str:
     """Write (sentence1, sentence2, label) rows; returns the file's sha256, its version."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f, delimiter="\t")
-        writer.writerow(LABELS_HEADER)
-        writer.writerows((a, b, f"{float(s):.6f}") for (a, b), s in zip(pairs, labels))
-    return sha256(path)
+    return derived.write_tsv(path, LABELS_HEADER, ((a, b, f"{float(s):.6f}") for (a, b), s in zip(pairs, labels)))
 
 
 def read_labels(path: Path) -> tuple[list[tuple[str, str]], list[float]]:
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
+    rows = derived.read_tsv(path)
     return [(r["sentence1"], r["sentence2"]) for r in rows], [float(r["label"]) for r in rows]
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def bi_labels(encoders, pairs: list[tuple[str, str]], batch_size: int, progress: bool = False):
@@ -124,37 +126,17 @@ def bi_labels(encoders, pairs: list[tuple[str, str]], batch_size: int, progress:
 # ---- the cycles ---------------------------------------------------------------------------------------------
 
 
-def _settings(cfg: Config, side: Side, output_dir: Path, progress: bool) -> TrainSettings:
-    return TrainSettings(output_dir=output_dir, epochs=side.epochs, batch_size=side.batch_size,
-                         learning_rate=side.learning_rate, warmup_ratio=side.warmup_ratio, seed=cfg.seed,
-                         checkpoint_every=cfg.train.checkpoint_every, max_steps=side.max_steps,
-                         device=cfg.train.device, progress=progress, group_by_length=side.group_by_length)
-
-
 def _splits(cfg: Config, data: ProjectData) -> dict[str, list]:
     e = cfg.evaluate
-    out = {}
-    for split in dict.fromkeys([e.select_split, e.report_split]):
-        rows = data.read(e.dataset, split)
-        out[split] = rows[: e.max_rows] if e.max_rows else rows
-    return out
+    return {split: data.read(e.dataset, split, e.max_rows) for split in dict.fromkeys([e.select_split, e.report_split])}
 
 
 def _bi_scores(encoder, splits) -> dict[str, float]:
     return {split: sts_spearman(encoder, rows, name=split) for split, rows in splits.items()}
 
 
-def _cross_scores(model, splits, batch_size: int) -> dict[str, float]:
-    out = {}
-    for split, rows in splits.items():
-        scores = cross_encoder.predict(model, [(r.sentence1, r.sentence2) for r in rows], batch_size)
-        out[split] = cross_encoder.spearman(scores, [r.score for r in rows])
-    return out
-
-
 def run_cycle(cfg: Config, k: int, pairs, bis: list, splits, ctx: RunContext) -> tuple[list, dict]:
     """One cycle from the current bi-encoders; returns the trained bi-encoders and the cycle's record."""
-    from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.losses import CosineSimilarityLoss
 
     t, folder = cfg.train, ctx.workdir / f"cycle{k}"
@@ -166,10 +148,10 @@ def run_cycle(cfg: Config, k: int, pairs, bis: list, splits, ctx: RunContext) ->
     start = cfg.base_model if t.fresh_models or k == 1 else str(previous_cross)
     cross = cross_encoder.load_cross_encoder(start, max_length=t.cross.max_length)
     _, labels = read_labels(bi_file)  # train from the file as written: the recorded hash is what was learned
-    cross_encoder.train(cross, pairs, labels, _settings(cfg, t.cross, folder / "cross_checkpoints", ctx.progress),
+    cross_encoder.train(cross, pairs, labels, t.cross.settings(folder / "cross_checkpoints", cfg.seed, ctx.progress),
                         both_orders=t.cross.both_orders)
     cross.save(str(folder / "cross"))
-    cross_scores = _cross_scores(cross, splits, t.batch_size_predict)
+    cross_scores = cross_encoder.split_spearman(cross, splits, t.batch_size_predict)
 
     cross_file = folder / "cross_labels.tsv"
     relabels = cross_encoder.predict(cross, pairs, t.batch_size_predict, both_orders=t.cross.relabel_both_orders)
@@ -178,7 +160,7 @@ def run_cycle(cfg: Config, k: int, pairs, bis: list, splits, ctx: RunContext) ->
 
     from datasets import Dataset
 
-    _, labels = read_labels(cross_file)
+    _, labels = read_labels(cross_file)  # already in [0, 1]: the cosine targets of CosineSimilarityLoss
     rows = Dataset.from_dict({"sentence1": [a for a, _ in pairs], "sentence2": [b for _, b in pairs], "score": labels})
     trained = []
     for i, (bi, base) in enumerate(zip(bis, [cfg.base_model, *t.mutual_models])):
@@ -186,7 +168,8 @@ def run_cycle(cfg: Config, k: int, pairs, bis: list, splits, ctx: RunContext) ->
             trained.append(bi)
             continue
         model = load_sentence_transformer(base) if t.fresh_models else bi
-        fit(model, rows, CosineSimilarityLoss(model), _settings(cfg, t.bi, folder / f"bi{i}_checkpoints", ctx.progress))
+        settings = t.bi.settings(folder / f"bi{i}_checkpoints", cfg.seed, ctx.progress)
+        fit(model, rows, CosineSimilarityLoss(model), settings)
         model.save(str(folder / ("bi" if i == 0 else f"bi{i}")))
         trained.append(model)
     record = {"cycle": k, "bi": _bi_scores(trained[0], splits), "cross": cross_scores,
@@ -200,9 +183,7 @@ def train(cfg: Config, data: ProjectData, ctx: RunContext) -> TrainedModel:
     from sentence_transformers import SentenceTransformer
 
     t = cfg.train
-    rows = data.read(t.dataset, "train")
-    rows = rows[: t.max_rows] if t.max_rows else rows
-    pairs = [(r.sentence1, r.sentence2) for r in rows]  # the scores are never read: unsupervised
+    pairs = [(r.sentence1, r.sentence2) for r in data.read(t.dataset, "train", t.max_rows)]  # scores unread
     splits = _splits(cfg, data)
     bis = [load_sentence_transformer(name) for name in [cfg.base_model, *t.mutual_models]]
     records = [{"cycle": 0, "bi": _bi_scores(bis[0], splits), "cross": {}}]
@@ -218,15 +199,18 @@ def train(cfg: Config, data: ProjectData, ctx: RunContext) -> TrainedModel:
         records.append(record)
     select = cfg.evaluate.select_split
     best = max(records[1:], key=lambda r: r["bi"][select])
-    (ctx.workdir / "cycles.json").write_text(json.dumps(records, indent=1))
-    info: dict = {"best_cycle": best["cycle"], "train_pairs": len(pairs)}
+    cycles_file = ctx.workdir / "cycles.json"
+    cycles_file.write_text(json.dumps({"best_cycle": best["cycle"], "records": records}, indent=1))
+    metrics = {"best_cycle": best["cycle"], "train_pairs": len(pairs)}
     for r in records:
         for side in ("bi", "cross"):
-            info.update({f"cycle{r['cycle']}_{side}_{split}_spearman": v for split, v in r[side].items()})
-    return TrainedModel(path=ctx.workdir / f"cycle{best['cycle']}" / "bi", flavor="sentence_transformers", info=info)
+            metrics.update({f"cycle{r['cycle']}_{side}_{split}_spearman": v for split, v in r[side].items()})
+    return TrainedModel(path=ctx.workdir / f"cycle{best['cycle']}" / "bi", metrics=metrics,
+                        outputs={"cycles": cycles_file, **{f"cycle{r['cycle']}": ctx.workdir / f"cycle{r['cycle']}"
+                                                           for r in records[1:]}})
 
 
-def evaluate(model: TrainedModel | None, cfg: Config, data: ProjectData, ctx: RunContext) -> Evaluation:
+def evaluate(model: TrainedModel, cfg: Config, data: ProjectData, ctx: RunContext) -> Evaluation:
     """The chosen bi-encoder on dev and test, the per-cycle table of both encoders, and the labelled sets."""
     from sentence_transformers import SentenceTransformer
 
@@ -234,8 +218,9 @@ def evaluate(model: TrainedModel | None, cfg: Config, data: ProjectData, ctx: Ru
     splits = _splits(cfg, data)
     metrics = {f"{e.dataset}_{split}_spearman": v
                for split, v in _bi_scores(SentenceTransformer(str(model.path)), splits).items()}
-    records = json.loads((ctx.workdir / "cycles.json").read_text())
-    metrics["best_cycle"] = float(model.path.parent.name.removeprefix("cycle"))
+    saved = json.loads(model.output("cycles").read_text())
+    records = saved["records"]
+    metrics["best_cycle"] = float(saved["best_cycle"])
     for split in splits:  # the starting bi-encoder (cycle 0) on the same rows: the number to beat without labels
         metrics[f"cycle0_{e.dataset}_{split}_spearman"] = records[0]["bi"][split]
     table: dict[str, list] = {"cycle": [], "bi_dev": [], "bi_test": [], "cross_dev": [], "cross_test": [],
@@ -249,15 +234,15 @@ def evaluate(model: TrainedModel | None, cfg: Config, data: ProjectData, ctx: Ru
             table[f"{side}_labels_sha256"].append(r.get(f"{side}_labels_sha256", ""))
             if r["cycle"]:
                 tags[f"trans_encoder.cycle{r['cycle']}.{side}_labels.sha256"] = r[f"{side}_labels_sha256"]
-                artifacts[f"cycle{r['cycle']}_{side}_labels.tsv"] = _named_copy(ctx.workdir, r["cycle"], side)
+                artifacts[f"cycle{r['cycle']}_{side}_labels.tsv"] = _named_copy(model, ctx.workdir, r["cycle"], side)
     return Evaluation(metrics=metrics, tables={"cycles": table}, tags=tags, artifacts=artifacts)
 
 
-def _named_copy(workdir: Path, cycle: int, side: str) -> Path:
+def _named_copy(model: TrainedModel, workdir: Path, cycle: int, side: str) -> Path:
     """The labels file under a name that says its cycle and side (MLflow keeps artifacts by file name)."""
     import shutil
 
     named = workdir / "pseudo_labels" / f"cycle{cycle}_{side}_labels.tsv"
     named.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(workdir / f"cycle{cycle}" / f"{side}_labels.tsv", named)
+    shutil.copyfile(model.output(f"cycle{cycle}") / f"{side}_labels.tsv", named)
     return named

@@ -7,13 +7,12 @@ errors, 1 for the rest); anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 from pathlib import Path
 
-from paperline.errors import PaperlineError
-from paperline.settings import Settings, quiet_environment
+from paperline.core.errors import PaperlineError
+from paperline.core.settings import Settings, quiet_environment
 
 
 def _settings() -> Settings:
@@ -26,46 +25,55 @@ def _settings() -> Settings:
 
 
 def cmd_ls(args) -> int:
-    from paperline.projects import discover
+    """Every project with its card; one that breaks the method contract is listed as broken, with why."""
+    from paperline.project.discovery import discover
 
-    projects = discover(_settings().projects_dir)
-    rows = [(p.name, p.card.title, f"arXiv {p.card.paper.arxiv}" if p.card.paper.arxiv else p.card.paper.venue or "",
-             p.card.status, ", ".join(p.configs)) for p in projects.values()]
+    rows, broken = [], []
+    for p in discover(_settings().projects_dir).values():
+        card = p.card
+        paper = (f"arXiv {card.paper.arxiv}" if card.paper.arxiv else card.paper.venue or "") if card else ""
+        status = "BROKEN" if p.problems else card.status
+        rows.append((p.name, card.title if card else "-", paper, status, ", ".join(p.configs)))
+        broken += [f"{p.name}: {problem}" for problem in p.problems]
     _table(["project", "title", "paper", "status", "configs"], rows)
+    if broken:
+        print("\nbroken projects (`paperline run` refuses them):")
+        print("\n".join(f"  {line}" for line in broken))
+    return 0
+
+
+def cmd_new(args) -> int:
+    from paperline.project.scaffold import new_project
+
+    folder = new_project(_settings().projects_dir, args.name, args.source)
+    print(f"wrote {folder}: it passes the method contract; try it with `paperline run {args.name} --config smoke`,\n"
+          f"then edit method.py (the method), project.yaml (the card) and configs/")
     return 0
 
 
 def cmd_run(args) -> int:
     settings = _settings()
-    from paperline.projects import get_project
-    from paperline.store import AuditStore
-    from paperline.tracking import check_reachable
-    from paperline.upstream import check_graph
+    from paperline.ops.preflight import preflight
 
     # Everything a user can get wrong is checked before Prefect starts, so it costs a second, not a server.
-    project = get_project(settings.projects_dir, args.project)
-    cfg = project.load_config(args.config, args.overrides)
-    check_graph(settings.projects_dir, project.name, cfg)  # upstream projects and configs exist, no cycle
-    check_reachable(settings.tracking_uri)
-    AuditStore(settings.store_url).check()
+    checked = preflight(settings, args.project, args.config, args.overrides)
     if not settings.prefect_api_url:
-        from paperline.prefect_server import ensure_local_server
+        from paperline.ops.prefect_server import ensure_local_server
 
         os.environ["PREFECT_API_URL"] = ensure_local_server(settings.prefect_home)
-    flow = _load_flow(settings.root)
+    run_project = _flow("run_project")
     _stop_on_interrupt()
-    state = flow.run_project(args.project, args.config, args.overrides, return_state=True)
+    state = run_project(args.project, args.config, args.overrides, return_state=True)
     outcome = state.result(raise_on_failure=False)  # a RunSummary, or the exception that ended the flow
     if isinstance(outcome, PaperlineError):
         raise outcome
     if state.is_failed():
-        from paperline.pipeline import RunSummary
+        from paperline.ops.summary import RunSummary
 
         gate_failed = isinstance(outcome, RunSummary) and outcome.status == "gate-failed"
         print(f"paperline: error: {state.message or 'the flow failed'}", file=sys.stderr)
         return 3 if gate_failed else 1
-    summary = outcome
-    print("\n".join(summary.lines(project.card.primary_metric.name)))
+    print("\n".join(outcome.lines(checked.project.card.primary_metric.name)))
     return 0
 
 
@@ -84,21 +92,23 @@ def _stop_on_interrupt() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
-def _load_flow(root: Path):
-    """flows/ is orchestration, not library: import its module from the repository by path."""
-    path = root / "flows" / "run_project.py"
-    spec = importlib.util.spec_from_file_location("paperline_flows.run_project", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def _flow(name: str):
+    """A Prefect flow of this installation, found through the `paperline.flows` entry points (pyproject.toml):
+    flows/ is orchestration above the library, so the library never imports it by name or by path."""
+    from importlib.metadata import entry_points
+
+    found = {ep.name: ep for ep in entry_points(group="paperline.flows")}
+    if name not in found:
+        raise PaperlineError(f"no flow '{name}' is installed (entry points: {', '.join(found) or 'none'}); "
+                             "reinstall paperline with `make setup`")
+    return found[name].load()
 
 
 # ---- data -------------------------------------------------------------------------------------------------------
 
 
 def cmd_data_pull(args) -> int:
-    from paperline.data import pull_data, read_pointer, resolve_data_version
+    from paperline.data.datasets import pull_data, read_pointer, resolve_data_version
 
     settings = _settings()
     if args.force:
@@ -109,7 +119,7 @@ def cmd_data_pull(args) -> int:
 
 
 def cmd_data_status(args) -> int:
-    from paperline.data import data_status, read_pointer
+    from paperline.data.datasets import data_status, read_pointer
 
     settings = _settings()
     out = read_pointer(settings.root)
@@ -120,33 +130,62 @@ def cmd_data_status(args) -> int:
 
 
 def cmd_data_validate(args) -> int:
-    from paperline.config import DatasetUse, ProjectConfig
-    from paperline.data import dataset_ref, resolve_data_version
-    from paperline.pipeline import gate_datasets
+    """Gate every dataset folder under data/ that a project card names, as the kind the cards give it."""
+    from paperline.core.config import ConfigError, DatasetUse, ProjectConfig
+    from paperline.data.datasets import dataset_ref, resolve_data_version
+    from paperline.data.kinds import UnknownKindError, get_kind
+    from paperline.data.quality import gate_datasets
+    from paperline.project.discovery import discover
 
     settings = _settings()
+    # dataset -> kind -> the projects whose card reads the dataset as that kind
+    readers: dict[str, dict[str, list[str]]] = {}
+    for project in discover(settings.projects_dir).values():
+        if project.card is None:  # a card that does not validate names no data; `paperline ls` says why
+            continue
+        for need in project.card.data:
+            try:
+                get_kind(need.kind)  # a typo in a card fails here, before any data is read
+            except UnknownKindError as exc:
+                raise UnknownKindError(f"{project.name}/project.yaml, dataset '{need.dataset}': {exc}") from None
+            readers.setdefault(need.dataset, {}).setdefault(need.kind, []).append(project.name)
+    for dataset, by_kind in sorted(readers.items()):
+        if len(by_kind) > 1:
+            claims = "; ".join(f"{kind} by {', '.join(sorted(names))}" for kind, names in sorted(by_kind.items()))
+            raise ConfigError(f"project cards give dataset '{dataset}' different kinds ({claims}); a dataset has "
+                              "one kind: make the cards' `data:` entries agree")
     version = resolve_data_version(settings.root)
-    kinds = {"stsb": "scored_pairs", "snli": "nli_pairs"}
-    uses = {}
-    for folder in sorted(p for p in version.path.iterdir() if p.is_dir()):
-        if folder.name in kinds:
-            uses[folder.name] = DatasetUse(kind=kinds[folder.name], splits=sorted(f.stem for f in folder.glob("*.tsv")))
-    cfg = ProjectConfig(data=uses)
-    outcome = gate_datasets({n: dataset_ref(version, n, u.kind) for n, u in uses.items()}, cfg)
-    print("\n".join(outcome.summary_lines()))
+    folders = sorted(p.name for p in version.path.iterdir() if p.is_dir())
+    kinds = {name: next(iter(readers[name])) for name in folders if name in readers}  # one each, checked above
+    uses = {name: DatasetUse(kind=kind, splits=sorted(f.stem for f in (version.path / name).glob("*.tsv")))
+            for name, kind in kinds.items()}
+    outcome = gate_datasets({n: dataset_ref(version, n, u.kind) for n, u in uses.items()}, ProjectConfig(data=uses))
+    for result in outcome.results:
+        prefix = f"{result.dataset}: " if result.passed else ""  # a failure line names its dataset already
+        print("\n".join(prefix + line for line in result.summary_lines()))
+    for name in folders:
+        if name not in readers:
+            print(f"{name}: not gated (no project reads it)")
+    missing = sorted(set(readers) - set(folders))
+    for name in missing:
+        projects = sorted({p for names in readers[name].values() for p in names})
+        print(f"{name}: not in data/ at version {version.md5}, yet read by {', '.join(projects)}; add it to data/ "
+              "and `dvc add data`, or fix the cards")
     if args.report:
         Path(args.report).write_text(outcome.to_markdown())
         print(f"report: {args.report}")
-    return 0 if outcome.passed else 3
+    if not outcome.passed:
+        return 3
+    return 1 if missing else 0
 
 
 # ---- models -----------------------------------------------------------------------------------------------------
 
 
 def _registry():
-    from paperline.registry import ModelRegistry
-    from paperline.store import AuditStore
-    from paperline.tracking import connect
+    from paperline.ops.registry import ModelRegistry
+    from paperline.ops.store import AuditStore
+    from paperline.ops.tracking import connect
 
     settings = _settings()
     return ModelRegistry(connect(settings), AuditStore(settings.store_url), policy_path=settings.policy_path)
@@ -190,8 +229,8 @@ def cmd_export(args) -> int:
 
     import mlflow
 
-    from paperline.export import export_truncated
-    from paperline.registry import RegistryError
+    from paperline.ml.export import export_truncated
+    from paperline.ops.registry import RegistryError
 
     name, sep, alias = args.model.partition("@")
     if not sep or not alias:
@@ -221,7 +260,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    from paperline.prefect_server import running_server
+    from paperline.ops.prefect_server import running_server
 
     settings = _settings()
     server = None if settings.prefect_api_url else running_server(settings.prefect_home)
@@ -240,7 +279,7 @@ def cmd_ui(args) -> int:
 
 
 def cmd_server_stop(args) -> int:
-    from paperline.prefect_server import stop_local_server
+    from paperline.ops.prefect_server import stop_local_server
 
     stopped = stop_local_server(_settings().prefect_home)
     print("stopped the local Prefect server" if stopped else "no local Prefect server was running")
@@ -262,6 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser("ls", help="list projects: name, title, paper, status, configs").set_defaults(func=cmd_ls)
+
+    new = sub.add_parser("new", help="scaffold a project folder that satisfies the method contract")
+    new.add_argument("name", help="the new project's name (snake_case)")
+    new.add_argument("--from", dest="source", metavar="PROJECT", help="start from this project's method and configs")
+    new.set_defaults(func=cmd_new)
 
     run = sub.add_parser("run", help="run a project's pipeline (data, gate, train, evaluate, track, register)")
     run.add_argument("project", help="a project name from `paperline ls`")
@@ -324,9 +368,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except PaperlineError as exc:
         print(f"paperline: error: {exc}", file=sys.stderr)
-        from paperline.config import ConfigError
+        from paperline.core.config import ConfigError
+        from paperline.project.discovery import ProjectError
 
-        return 2 if isinstance(exc, ConfigError) else 1
+        return 2 if isinstance(exc, (ConfigError, ProjectError)) else 1
     except KeyboardInterrupt:
         print("paperline: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
         return 130

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from repo_copy import BIN, make_repo_copy
 
-from paperline.prefect_server import ensure_local_server, stop_local_server
+from paperline.ops.prefect_server import ensure_local_server, stop_local_server
 
 PAPERLINE = BIN / "paperline"
 
@@ -66,3 +66,10 @@ def make_workspace(tmp_path, prefect_api):
 @pytest.fixture
 def workspace(make_workspace):
     return make_workspace()
+
+
+@pytest.fixture(scope="module")
+def shared_workspace(tmp_path_factory, prefect_api):
+    """One repository copy for a whole test module: runs in it share the registry and the cache, so a test
+    that only inspects a smoke run reuses the run another test made (a cache hit) instead of training again."""
+    return Workspace(make_repo_copy(tmp_path_factory.mktemp("shared") / "repo"), prefect_api)

@@ -21,8 +21,8 @@ def elastic_workspace(workspace):
 def test_smoke_run_logs_the_grid_and_sets_one_alias_per_budget(elastic_workspace, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from paperline.data import dataset_ref, read_split, resolve_data_version
-    from paperline.evaluation import sts_spearman
+    from paperline.data.datasets import dataset_ref, read_split, resolve_data_version
+    from paperline.ml.evaluation import sts_spearman
 
     ws = elastic_workspace
     result = ws.paperline("run", "matryoshka_2d", "--config", "smoke")

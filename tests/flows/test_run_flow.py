@@ -15,7 +15,7 @@ import pytest
 
 from repo_copy import BIN
 
-from paperline.store import AuditStore
+from paperline.ops.store import AuditStore
 
 MODEL = "sbert_sts-smoke"
 MD5 = "2ed8095159e767091da6de554533a1c3.dir"
@@ -117,9 +117,10 @@ def test_corrupted_data_version_fails_the_gate_and_registers_nothing(workspace):
 @pytest.mark.parametrize(
     ("args", "env", "code", "message"),
     [
-        (["run", "no_such_project"], {}, 1, "unknown project 'no_such_project'; known projects:"),
+        (["run", "no_such_project"], {}, 2, "unknown project 'no_such_project'; known projects:"),
         (["run", "sbert_sts", "train.stages.0.lr=1"], {}, 2, "unknown key 'train.stages.0.lr'"),
         (["run", "sbert_sts", "seed=many"], {}, 2, "'seed': Input should be a valid integer"),
+        (["run", "sbert_sts", "--config", "../sbert_sts/configs/smoke"], {}, 2, "takes a config name, not a path"),
         (["run", "sbert_sts", "--config", "smoke"], {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}, 1,
          "MLflow at http://127.0.0.1:9 is unreachable"),
         (["rollback", MODEL, "--reason", "x"], {}, 1, f"{MODEL}"),
@@ -150,8 +151,8 @@ def test_run_with_mlflow_and_the_store_on_postgresql(make_workspace, new_postgre
 
 
 def test_a_corrupted_checkpoint_stops_the_run_with_one_line_and_registers_nothing(workspace):
-    from paperline.pipeline import cache_key
-    from paperline.projects import get_project
+    from paperline.ops.cache import cache_key
+    from paperline.project.discovery import get_project
 
     project = get_project(workspace.root / "projects", "sbert_sts")
     key = cache_key(project, project.load_config("smoke"), MD5)

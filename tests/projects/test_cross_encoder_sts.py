@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from paperline.data import ScoredPair
+from paperline.data.kinds.scored_pairs import ScoredPair
 
 REPO = Path(__file__).resolve().parents[2]
 ROWS = [ScoredPair("a man plays a guitar", "a person plays guitar", 4.6), ScoredPair("a dog runs", "the market fell", 0.2),
@@ -14,13 +14,13 @@ ROWS = [ScoredPair("a man plays a guitar", "a person plays guitar", 4.6), Scored
 
 
 class FakeData:
-    def read(self, dataset, split):
-        return ROWS
+    def read(self, dataset, split, max_rows=None):
+        return ROWS[:max_rows] if max_rows else ROWS
 
 
 @pytest.fixture(scope="module")
 def project():
-    from paperline.projects import get_project
+    from paperline.project.discovery import get_project
 
     return get_project(REPO / "projects", "cross_encoder_sts")
 
@@ -36,15 +36,15 @@ def test_card_and_every_config_validate(project):
 def test_train_logs_a_pyfunc_and_evaluate_scores_the_pairs(project, tmp_path):
     from tiny_models import tiny_bert
 
-    from paperline.projects import RunContext
+    from paperline.project.interface import RunContext
 
     cfg = project.load_config("smoke", [f"base_model={tiny_bert(tmp_path)}", "train.max_steps=2",
                                         "evaluate.baseline=false"])
     ctx = RunContext(tmp_path / "work", progress=False)
     model = project.method().train(cfg, FakeData(), ctx)
     assert model.flavor == "pyfunc" and (model.path / "config.json").is_file()
-    assert model.info["train_pairs"] == 2 * len(ROWS)  # both orders
-    assert model.info["pyfunc"]["artifacts"] == {"cross_encoder": str(model.path)}
-    assert model.info["pyfunc"]["python_model"].endswith("cross_encoder_pyfunc.py")
+    assert model.metrics["train_pairs"] == 2 * len(ROWS)  # both orders
+    assert model.serving.artifacts == {"cross_encoder": str(model.path)}
+    assert str(model.serving.python_model).endswith("cross_encoder_pyfunc.py")
     metrics = project.method().evaluate(model, cfg, FakeData(), ctx).metrics
     assert -100 <= metrics["stsb_test_spearman"] <= 100 and "stsb_dev_spearman" in metrics

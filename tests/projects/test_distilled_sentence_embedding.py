@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def project():
-    from paperline.projects import get_project
+    from paperline.project.discovery import get_project
 
     return get_project(REPO / "projects", "distilled_sentence_embedding")
 
@@ -43,7 +43,7 @@ def test_card_and_every_config_validate(project):
 
 
 def test_alpha_outside_unit_range_is_a_config_error(project):
-    from paperline.config import ConfigError
+    from paperline.core.config import ConfigError
 
     with pytest.raises(ConfigError, match="train.alpha"):
         project.load_config("default", ["train.alpha=1.5"])

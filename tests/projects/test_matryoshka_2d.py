@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def project():
-    from paperline.projects import get_project
+    from paperline.project.discovery import get_project
 
     return get_project(ROOT / "projects", "matryoshka_2d")
 
@@ -28,7 +28,7 @@ def paper_loss(project):
 
 @pytest.fixture(scope="module")
 def model():
-    from paperline.models import load_sentence_transformer
+    from paperline.ml.models import load_sentence_transformer
 
     return load_sentence_transformer("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
 
@@ -44,7 +44,7 @@ def test_card_and_every_config_validate(project):
 
 
 def test_unknown_objective_is_a_clear_config_error(project):
-    from paperline.config import ConfigError
+    from paperline.core.config import ConfigError
 
     with pytest.raises(ConfigError, match="train.objective"):
         project.load_config("default", ["train.objective=nope"])
@@ -114,8 +114,8 @@ def test_layer_and_dim_sampling_is_reproducible(paper_loss, model):
 
 @pytest.mark.parametrize("objective", ["st", "paper"])
 def test_smoke_train_and_evaluate(project, tmp_path, objective, pulled_data):
-    from paperline.data import dataset_ref
-    from paperline.projects import ProjectData, RunContext
+    from paperline.data.datasets import dataset_ref
+    from paperline.project.interface import ProjectData, RunContext
 
     cfg = project.load_config("smoke", [f"train.objective={objective}", "train.max_steps=1", "evaluate.max_rows=24"])
     data = ProjectData({"stsb": dataset_ref(pulled_data, "stsb", "scored_pairs")})
@@ -123,8 +123,8 @@ def test_smoke_train_and_evaluate(project, tmp_path, objective, pulled_data):
     method = project.method()
     trained = method.train(cfg, data, ctx)
     assert (trained.path / "config.json").is_file()
-    assert trained.info["train_global_step"] == 1 and trained.info["baseline_global_step"] == 1
-    assert "trained in this run" in trained.info["baseline_source"]
+    assert trained.metrics["train_global_step"] == 1 and trained.metrics["baseline_global_step"] == 1
+    assert "trained in this run" in trained.notes["baseline_source"]
     result = method.evaluate(trained, cfg, data, ctx)
     for prefix in ("stsb_test_spearman", "baseline_stsb_test_spearman"):
         assert all(f"{prefix}_l{layer}_d{d}" in result.metrics for layer in range(1, 7) for d in (32, 64, 128, 256, 384))
@@ -134,4 +134,4 @@ def test_smoke_train_and_evaluate(project, tmp_path, objective, pulled_data):
     assert result.artifacts["layer_dim_grid.png"].is_file()
     # a second train() reuses both finished models instead of training again
     again = method.train(cfg, data, ctx)
-    assert "reused" in again.info["baseline_source"] and "train_reused" in again.info
+    assert "reused" in again.notes["baseline_source"] and "reused" in again.notes

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from paperline.data import NliPair, ScoredPair
-from paperline.projects import discover
+from paperline.data.kinds.nli_pairs import NliPair
+from paperline.data.kinds.scored_pairs import ScoredPair
+from paperline.project.discovery import discover
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,8 +22,9 @@ class FakeData:
     def __init__(self, splits):
         self.splits = splits
 
-    def read(self, dataset, split):
-        return self.splits[(dataset, split)]
+    def read(self, dataset, split, max_rows=None):
+        rows = self.splits[(dataset, split)]
+        return rows[:max_rows] if max_rows else rows
 
 
 def test_scored_pairs_are_scaled_to_unit_similarity(method):
@@ -47,7 +49,7 @@ def test_each_loss_name_maps_to_the_sentence_transformers_loss(method):
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.losses import CoSENTLoss, CosineSimilarityLoss, MultipleNegativesRankingLoss
 
-    from paperline.models import resolve_model_path
+    from paperline.ml.models import resolve_model_path
 
     model = SentenceTransformer(resolve_model_path("sentence-transformers/all-MiniLM-L6-v2"), device="cpu")
     expected = {"cosent": CoSENTLoss, "cosine": CosineSimilarityLoss, "mnrl": MultipleNegativesRankingLoss}
@@ -57,18 +59,19 @@ def test_each_loss_name_maps_to_the_sentence_transformers_loss(method):
 
 def test_nli_then_sts_trains_both_stages_on_the_real_data(tmp_path, pulled_data):
     """The two-stage recipe on a few rows of SNLI and STS-B: the MNRL stage, then CoSENT from its weights."""
-    from paperline.data import dataset_ref
-    from paperline.projects import ProjectData, RunContext
+    from paperline.data.datasets import dataset_ref
+    from paperline.project.interface import ProjectData, RunContext
 
     project = discover(REPO / "projects")["sbert_sts"]
-    small = ["train.checkpoint_every=2", "evaluate.max_rows=24", "evaluate.baseline=false"]
+    small = ["evaluate.max_rows=24", "evaluate.baseline=false"]
     for i in (0, 1):
-        small += [f"train.stages.{i}.max_rows=24", f"train.stages.{i}.max_steps=2", f"train.stages.{i}.batch_size=8"]
+        small += [f"train.stages.{i}.max_rows=24", f"train.stages.{i}.max_steps=2", f"train.stages.{i}.batch_size=8",
+                  f"train.stages.{i}.checkpoint_every=2"]
     cfg = project.load_config("nli_then_sts", small)
     data = ProjectData({name: dataset_ref(pulled_data, name, use.kind) for name, use in cfg.data.items()})
     method = project.method()
     model = method.train(cfg, data, RunContext(tmp_path / "work", progress=False))
-    assert model.info["nli_global_step"] == 2 and model.info["sts_global_step"] == 2
+    assert model.metrics["nli_global_step"] == 2 and model.metrics["sts_global_step"] == 2
     assert (tmp_path / "work" / "stage0-nli" / "model" / "config.json").is_file()
     metrics = method.evaluate(model, cfg, data, RunContext(tmp_path / "work", progress=False)).metrics
     assert set(metrics) == {"stsb_dev_spearman", "stsb_test_spearman"}

@@ -22,7 +22,7 @@ CORPUS = [
 
 @pytest.fixture(scope="module")
 def project():
-    from paperline.projects import get_project
+    from paperline.project.discovery import get_project
 
     return get_project(ROOT / "projects", "token_prepending")
 
@@ -60,7 +60,7 @@ def tiny(tmp_path_factory):
     """(folder, model, tokenizer): a saved tiny random Llama, loaded the way the project loads a causal LM."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from paperline.causal_lm import load_causal_lm
+    from paperline.ml.causal_lm import load_causal_lm
 
     folder = tmp_path_factory.mktemp("tiny-llama")
     tokenizer = _tiny_tokenizer()
@@ -94,7 +94,7 @@ def test_card_and_every_config_validate(project):
 
 
 def test_empty_band_is_a_clear_config_error(project):
-    from paperline.config import ConfigError
+    from paperline.core.config import ConfigError
 
     with pytest.raises(ConfigError, match="tp.exit"):
         project.load_config("default", ["tp.start=5", "tp.exit=3"])
@@ -200,14 +200,15 @@ def test_early_exit_equals_that_layers_hidden_state(hooks, tiny):
 class _Data:
     """ProjectData's `read` on a few hand-made pairs (the flows pass the DVC-versioned STS-B)."""
 
-    def read(self, dataset, split):
-        from paperline.data import ScoredPair
+    def read(self, dataset, split, max_rows=None):
+        from paperline.data.kinds.scored_pairs import ScoredPair
 
-        return [ScoredPair(a, b, float(i % 5)) for i, (a, b) in enumerate(zip(SENTENCES * 3, CORPUS * 3))]
+        rows = [ScoredPair(a, b, float(i % 5)) for i, (a, b) in enumerate(zip(SENTENCES * 3, CORPUS * 3))]
+        return rows[:max_rows] if max_rows else rows
 
 
 def test_prepare_and_evaluate_smoke(project, method, tiny, tmp_path):
-    from paperline.projects import RunContext
+    from paperline.project.interface import RunContext
 
     folder, _, _ = tiny
     cfg = project.load_config("smoke", [f"base_model={folder}", "search.bands=[[0, 2], [1, 3]]"])
@@ -226,14 +227,15 @@ def test_prepare_and_evaluate_smoke(project, method, tiny, tmp_path):
     assert len(result.tables["layer_curves"]["layer"]) == LAYERS + 1
     assert m["stsb_test_spearman_tp_minus_prompteol_ci_low"] <= m["stsb_test_spearman_tp_minus_prompteol_ci_high"]
     assert result.tables["tp_dev_search"]["start"] == [0, 1]
-    assert model.info["tp_setting"]["start"] == chosen["start"] and set(model.info["pyfunc"]) >= {
-        "python_model", "artifacts", "code_paths", "pip_requirements"}
+    assert f"[{chosen['start']}, {chosen['exit']})" in model.notes["tp_setting"]
+    assert set(model.serving.artifacts) == {"lm", "settings"} and model.serving.code_paths
+    assert any(r.startswith("torch==") for r in model.serving.pip_requirements)
     assert result.artifacts["layer_curves.png"].stat().st_size > 1000
 
 
 def test_model_dependent_settings_are_one_line_config_errors(project, method, tiny, tmp_path):
-    from paperline.config import ConfigError
-    from paperline.projects import RunContext
+    from paperline.core.config import ConfigError
+    from paperline.project.interface import RunContext
 
     folder, _, _ = tiny
     ctx = RunContext(workdir=tmp_path, progress=False)
@@ -251,7 +253,7 @@ def test_pyfunc_round_trip_with_real_mlflow(method, hooks, tiny, tmp_path):
     settings = hooks.EmbedSettings(placeholder="eos", start=1, exit=3, output_layer=3)
     settings_path = tmp_path / "settings.json"
     settings_path.write_text(json.dumps({"embedding": settings.to_json(), "batch_size": 2}))
-    kwargs = method.pyfunc_kwargs(folder, settings_path, model.config.hidden_size)
+    kwargs = method.serving_spec(folder, settings_path, model.config.hidden_size).log_model_kwargs()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     # The artifacts go under tmp_path too (the default would be ./mlruns in the working directory).
     mlflow.set_experiment(experiment_id=mlflow.create_experiment("tp", artifact_location=str(tmp_path / "artifacts")))

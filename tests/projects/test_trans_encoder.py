@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from paperline.data import ScoredPair
+from paperline.data.kinds.scored_pairs import ScoredPair
 
 REPO = Path(__file__).resolve().parents[2]
 PAIRS = [("a man plays a guitar", "a person plays guitar"), ("a dog runs", "the market fell"),
@@ -21,7 +21,7 @@ PAIRS = [("a man plays a guitar", "a person plays guitar"), ("a dog runs", "the 
 
 @pytest.fixture(scope="module")
 def project():
-    from paperline.projects import get_project
+    from paperline.project.discovery import get_project
 
     return get_project(REPO / "projects", "trans_encoder")
 
@@ -41,7 +41,7 @@ def tiny_st_dir(tmp_path_factory):
 class UnlabelledTrain:
     """Train pairs whose scores are NaN: any use of them would fail the cross-encoder's [0, 1] target check."""
 
-    def read(self, dataset, split):
+    def read(self, dataset, split, max_rows=None):
         if split == "train":
             return [ScoredPair(a, b, float("nan")) for a, b in PAIRS]
         return [ScoredPair(a, b, float(i % 5)) for i, (a, b) in enumerate(PAIRS)]
@@ -72,17 +72,17 @@ def test_pseudo_labels_round_trip_through_a_hashed_file(method, tiny_st_dir, tmp
 
 
 def test_two_cycles_without_labels_record_both_encoders_and_pick_by_dev(project, method, tiny_st_dir, tmp_path):
-    from paperline.projects import RunContext
+    from paperline.project.interface import RunContext
 
     cfg = project.load_config("smoke", [f"base_model={tiny_st_dir}", "train.cycles=2", "train.cross.max_steps=2",
                                         "train.bi.max_steps=2", "train.cross.batch_size=4", "train.bi.batch_size=4"])
     ctx = RunContext(tmp_path / "work", progress=False)
     model = method.train(cfg, UnlabelledTrain(), ctx)
-    records = json.loads((tmp_path / "work" / "cycles.json").read_text())
+    records = json.loads(model.output("cycles").read_text())["records"]
     assert [r["cycle"] for r in records] == [0, 1, 2]
     best = max(records[1:], key=lambda r: r["bi"]["dev"])
-    assert model.info["best_cycle"] == best["cycle"] and model.path == tmp_path / "work" / f"cycle{best['cycle']}" / "bi"
-    assert {"cycle1_bi_dev_spearman", "cycle2_cross_test_spearman", "cycle0_bi_test_spearman"} <= set(model.info)
+    assert model.metrics["best_cycle"] == best["cycle"] and model.path == tmp_path / "work" / f"cycle{best['cycle']}" / "bi"
+    assert {"cycle1_bi_dev_spearman", "cycle2_cross_test_spearman", "cycle0_bi_test_spearman"} <= set(model.metrics)
     for r in records[1:]:  # each cycle's training data is versioned by content
         for side in ("bi", "cross"):
             path = tmp_path / "work" / f"cycle{r['cycle']}" / f"{side}_labels.tsv"
@@ -97,7 +97,7 @@ def test_two_cycles_without_labels_record_both_encoders_and_pick_by_dev(project,
 
     # A resumed job reuses finished cycles instead of training them again.
     (tmp_path / "work" / "cycle2" / "bi_labels.tsv").write_text("not read again\n")
-    assert method.train(cfg, UnlabelledTrain(), ctx).info["best_cycle"] == best["cycle"]
+    assert method.train(cfg, UnlabelledTrain(), ctx).metrics["best_cycle"] == best["cycle"]
 
 
 def test_mutual_models_label_with_the_main_encoder_and_are_not_trained_in_the_last_cycle(
@@ -106,7 +106,7 @@ def test_mutual_models_label_with_the_main_encoder_and_are_not_trained_in_the_la
     labels like the main one, except in the last cycle, where its model would label nothing."""
     from sentence_transformers import SentenceTransformer
 
-    from paperline.projects import RunContext
+    from paperline.project.interface import RunContext
 
     cfg = project.load_config("smoke", [f"base_model={tiny_st_dir}", f"train.mutual_models=[{tiny_st_dir}]",
                                         "train.cycles=2", "train.cross.max_steps=2", "train.bi.max_steps=2",
@@ -119,4 +119,4 @@ def test_mutual_models_label_with_the_main_encoder_and_are_not_trained_in_the_la
     _, written = method.read_labels(work / "cycle2" / "bi_labels.tsv")
     assert written == pytest.approx(method.bi_labels(both, PAIRS, batch_size=4).tolist(), abs=1e-5)
     # resuming after the last cycle finds no bi1 there and keeps cycle 1's
-    assert method.train(cfg, UnlabelledTrain(), RunContext(work, progress=False)).info["best_cycle"] in (1, 2)
+    assert method.train(cfg, UnlabelledTrain(), RunContext(work, progress=False)).metrics["best_cycle"] in (1, 2)

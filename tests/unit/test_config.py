@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from paperline.config import ConfigError, apply_overrides, config_digest, flatten, load_config, parse_override
-from paperline.projects import discover
+from paperline.core.config import ConfigError, apply_overrides, config_digest, flatten, load_config, parse_override
+from paperline.project.discovery import discover
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from paperline import cross_encoder
-from paperline.models import ModelError
-from paperline.training import TrainSettings
+from paperline.ml import cross_encoder
+from paperline.ml.models import ModelError
+from paperline.ml.training import TrainSettings
 
 PAIRS = [("a man plays a guitar", "a person plays guitar"), ("a dog runs", "the market fell"),
          ("two kids swim", "children are swimming"), ("a cat sleeps", "a cat is asleep")]

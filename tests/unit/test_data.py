@@ -3,15 +3,10 @@
 import pytest
 from repo_copy import SHARED, make_repo_copy
 
-from paperline.data import (
-    DataError,
-    NliPair,
-    ScoredPair,
-    dataset_ref,
-    read_frame,
-    read_split,
-    resolve_data_version,
-)
+from paperline.data.datasets import DataError, dataset_ref, read_frame, read_split, resolve_data_version
+from paperline.data.kinds import UnknownKindError
+from paperline.data.kinds.nli_pairs import NliPair
+from paperline.data.kinds.scored_pairs import ScoredPair
 
 POINTER_MD5 = "2ed8095159e767091da6de554533a1c3.dir"
 
@@ -68,5 +63,5 @@ def test_unreachable_remote_is_one_clear_error(tmp_path):
 
 
 def test_unknown_kind_is_rejected(tmp_path):
-    with pytest.raises(DataError, match="unknown data kind 'images'"):
+    with pytest.raises(UnknownKindError, match="unknown data kind 'images'"):
         read_frame(tmp_path / "x.tsv", "images")

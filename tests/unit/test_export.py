@@ -12,7 +12,7 @@ SENTENCES = ["A plane is taking off.", "A man is playing a flute.", "Two men are
 
 @pytest.fixture(scope="module")
 def base_path():
-    from paperline.models import resolve_model_path
+    from paperline.ml.models import resolve_model_path
 
     return resolve_model_path("sentence-transformers/all-MiniLM-L6-v2")
 
@@ -20,8 +20,8 @@ def base_path():
 def test_round_trip_reproduces_the_grid_cell(base_path, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from paperline.export import export_truncated
-    from paperline.layer_grid import encode_layers
+    from paperline.ml.export import export_truncated
+    from paperline.ml.layer_grid import encode_layers
 
     out = export_truncated(base_path, layers=3, dim=128, out=tmp_path / "l3-d128")
     loaded = SentenceTransformer(str(out), device="cpu")  # plain load, no arguments
@@ -39,7 +39,7 @@ def test_round_trip_reproduces_the_grid_cell(base_path, tmp_path):
 def test_full_width_keeps_no_truncation(base_path, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from paperline.export import export_truncated
+    from paperline.ml.export import export_truncated
 
     out = export_truncated(base_path, layers=6, dim=384, out=tmp_path / "full")
     loaded = SentenceTransformer(str(out), device="cpu")
@@ -49,7 +49,7 @@ def test_full_width_keeps_no_truncation(base_path, tmp_path):
 
 @pytest.mark.parametrize(("layers", "dim", "message"), [(0, 64, "--layers 0"), (7, 64, "choose 1..6"), (3, 999, "--dim 999")])
 def test_out_of_range_budget_is_a_clear_error(base_path, tmp_path, layers, dim, message):
-    from paperline.export import ExportError, export_truncated
+    from paperline.ml.export import ExportError, export_truncated
 
     with pytest.raises(ExportError, match=message):
         export_truncated(base_path, layers=layers, dim=dim, out=tmp_path / "x")

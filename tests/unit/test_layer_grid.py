@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from paperline.data import ScoredPair
+from paperline.data.kinds.scored_pairs import ScoredPair
 
 PAIRS = [
     ScoredPair("A plane is taking off.", "An air plane is taking off.", 5.0),
@@ -23,14 +23,14 @@ PAIRS = [
 
 @pytest.fixture(scope="module")
 def model():
-    from paperline.models import load_sentence_transformer
+    from paperline.ml.models import load_sentence_transformer
 
     return load_sentence_transformer("sentence-transformers/all-MiniLM-L6-v2", device="cpu")
 
 
 def test_every_layer_equals_reencoding_with_the_truncated_model(model):
-    from paperline.export import truncate_layers
-    from paperline.layer_grid import encode_layers
+    from paperline.ml.export import truncate_layers
+    from paperline.ml.layer_grid import encode_layers
 
     sentences = [p.sentence1 for p in PAIRS] + [p.sentence2 for p in PAIRS]
     per_layer = encode_layers(model, sentences, batch_size=5)  # several batches, so the unsorting is checked
@@ -43,9 +43,9 @@ def test_every_layer_equals_reencoding_with_the_truncated_model(model):
 
 
 def test_grid_cells_equal_spearman_of_truncated_models(model):
-    from paperline.evaluation import sts_spearman
-    from paperline.export import truncate_layers
-    from paperline.layer_grid import grid_spearman
+    from paperline.ml.evaluation import sts_spearman
+    from paperline.ml.export import truncate_layers
+    from paperline.ml.layer_grid import grid_spearman
 
     grid = grid_spearman(model, PAIRS, dims=[32, 384])
     assert sorted(grid) == [(layer, d) for layer in range(1, 7) for d in (32, 384)]
@@ -57,7 +57,7 @@ def test_grid_cells_equal_spearman_of_truncated_models(model):
 
 
 def test_metrics_table_and_heatmap(tmp_path):
-    from paperline.layer_grid import format_grid, grid_metrics, grid_table, plot_grids
+    from paperline.ml.layer_grid import format_grid, grid_metrics, grid_table, plot_grids
 
     model_grid = {(layer, d): 50.0 + layer + d / 100 for layer in (1, 2) for d in (32, 64)}
     base_grid = {cell: value - 1.0 for cell, value in model_grid.items()}
@@ -72,7 +72,7 @@ def test_metrics_table_and_heatmap(tmp_path):
 
 
 def test_empty_pairs_is_a_clear_error(model):
-    from paperline.layer_grid import grid_spearman
+    from paperline.ml.layer_grid import grid_spearman
 
     with pytest.raises(ValueError, match="no pairs"):
         grid_spearman(model, [])

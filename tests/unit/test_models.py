@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from paperline.models import ModelError, resolve_model_path
+from paperline.ml.models import ModelError, resolve_model_path
 
 
 def test_the_default_model_resolves_to_the_offline_package():
@@ -47,7 +47,7 @@ def _split_zip(tmp_path, folder: str, pieces: int) -> list:
 
 
 def test_split_zip_parts_join_and_extract_once(tmp_path):
-    from paperline.models import join_split_zip
+    from paperline.ml.models import join_split_zip
 
     parts = _split_zip(tmp_path, "tiny-model", 3)
     folder = join_split_zip(parts, "tiny-model", tmp_path / "cache")
@@ -60,7 +60,7 @@ def test_split_zip_parts_join_and_extract_once(tmp_path):
 
 
 def test_parts_out_of_order_are_one_clear_error_and_leave_nothing(tmp_path):
-    from paperline.models import join_split_zip
+    from paperline.ml.models import join_split_zip
 
     parts = _split_zip(tmp_path, "tiny-model", 3)
     with pytest.raises(ModelError, match="do not join into a zip|has no folder"):
@@ -71,7 +71,7 @@ def test_parts_out_of_order_are_one_clear_error_and_leave_nothing(tmp_path):
 def test_mpnet_resolves_from_its_split_packages_or_says_how_to_install(monkeypatch, tmp_path):
     import importlib.metadata
 
-    from paperline import models
+    from paperline.ml import models
 
     monkeypatch.setenv("PAPERLINE_MODEL_CACHE", str(tmp_path / "cache"))
     parts = _split_zip(tmp_path, "all-mpnet-base-v2", 5)

@@ -1,4 +1,4 @@
-"""The data gate (paperline.quality) on real data and on corrupted copies, with real Great Expectations."""
+"""The data gate (paperline.data.quality) on real data and on corrupted copies, with real Great Expectations."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from paperline.quality import DATA_KINDS, GateLimits, gate_splits
-from paperline.quality_report import GateResult
+from paperline.data.kinds import UnknownKindError
+from paperline.data.quality import GateLimits, gate_splits
+from paperline.data.quality_report import GateResult
 
 DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
 
@@ -292,11 +293,12 @@ def test_other_train_split_name_is_used_for_leakage():
     assert failure_keys(result) == [("fit+holdout", "expect_column_values_to_be_in_set", "pair_in_fit")]
 
 
-def test_unknown_kind_is_a_value_error(stsb_splits):
-    with pytest.raises(ValueError) as error:
+def test_unknown_kind_is_one_error_naming_the_known_kinds(stsb_splits):
+    with pytest.raises(UnknownKindError) as error:
         gate_splits("stsb", "triplets", stsb_splits)
-    assert str(error.value) == "unknown data kind 'triplets': expected one of scored_pairs, nli_pairs"
-    assert DATA_KINDS == ("scored_pairs", "nli_pairs")
+    assert str(error.value).startswith(
+        "unknown data kind 'triplets'; known kinds: definitions, nli_pairs, scored_pairs, texts (one file each in "
+    )
 
 
 @pytest.mark.parametrize(
@@ -365,7 +367,7 @@ def test_module_imports_without_great_expectations():
     # A bare training worker has no GX: importing the module, and building results, must not need it.
     code = (
         "import sys; sys.modules['great_expectations'] = None\n"
-        "import paperline.quality as q\n"
+        "import paperline.data.quality as q\n"
         "r = q.GateResult('d', 'nli_pairs', True, 0, [], {'dev': 1})\n"
         "assert r.summary_lines() == ['passed: 0 expectations on splits dev (1 rows)']\n"
         "assert 'pandas' not in sys.modules\n"

@@ -10,9 +10,9 @@ import pytest
 from mlflow import MlflowClient
 from sqlalchemy import event
 
-from paperline.policy import Decision, GridCell, Policy, decide
-from paperline.registry import ModelRegistry, RegistryError
-from paperline.store import AuditStore
+from paperline.ops.policy import Decision, GridCell, Policy, decide
+from paperline.ops.registry import ModelRegistry, RegistryError
+from paperline.ops.store import AuditStore
 
 
 @pytest.fixture(scope="session")

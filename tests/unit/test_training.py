@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from paperline.training import CheckpointError, TrainSettings, check_checkpoint, last_checkpoint, mixed_precision, select_device
+from paperline.ml.training import CheckpointError, TrainSettings, check_checkpoint, last_checkpoint, mixed_precision, select_device
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ TRAIN_SCRIPT = textwrap.dedent(
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.losses import CoSENTLoss
-    from paperline.training import TrainSettings, fit
+    from paperline.ml.training import TrainSettings, fit
 
     model = SentenceTransformer(sys.argv[1], device="cpu")
     rows = Dataset.from_dict({"sentence1": ["a b c", "d e", "f g h i"] * 40, "sentence2": ["c b a", "e", "i"] * 40,
@@ -114,7 +114,7 @@ def test_a_loss_with_weights_of_its_own_is_checkpointed_and_restored(tiny_model_
     from safetensors.torch import load_file
     from sentence_transformers import SentenceTransformer
 
-    from paperline.training import LOSS_STATE, fit, loss_parameters
+    from paperline.ml.training import LOSS_STATE, fit, loss_parameters
 
     class HeadLoss(torch.nn.Module):
         def __init__(self, model):

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from paperline import pipeline, upstream
-from paperline.config import ConfigError
-from paperline.projects import RunContext, UpstreamModel, get_project
+from paperline.ops import cache, upstream
+from paperline.core.config import ConfigError
+from paperline.project.interface import RunContext, UpstreamModel
+from paperline.project.discovery import get_project
 
 REPO = Path(__file__).resolve().parents[2]
 MD5 = "2ed8095159e767091da6de554533a1c3.dir"
@@ -56,14 +57,14 @@ def test_unknown_upstream_projects_configs_and_cycles_are_config_errors(projects
 def test_the_teachers_version_is_part_of_the_students_cache_key(projects):
     dse = get_project(projects, "distilled_sentence_embedding")
     cfg = dse.load_config("smoke")
-    v1 = pipeline.cache_key(dse, cfg, MD5, {"teacher": _teacher("1").identity()})
-    assert v1 == pipeline.cache_key(dse, cfg, MD5, {"teacher": _teacher("1").identity()})
-    assert v1 != pipeline.cache_key(dse, cfg, MD5, {"teacher": _teacher("2").identity()})
-    assert v1 != pipeline.cache_key(dse, cfg, MD5, {"teacher": _teacher("1", cache_key="k2").identity()})
-    assert v1 != pipeline.cache_key(dse, cfg, MD5)
+    v1 = cache.cache_key(dse, cfg, MD5, {"teacher": _teacher("1").identity()})
+    assert v1 == cache.cache_key(dse, cfg, MD5, {"teacher": _teacher("1").identity()})
+    assert v1 != cache.cache_key(dse, cfg, MD5, {"teacher": _teacher("2").identity()})
+    assert v1 != cache.cache_key(dse, cfg, MD5, {"teacher": _teacher("1", cache_key="k2").identity()})
+    assert v1 != cache.cache_key(dse, cfg, MD5)
     # A project without upstream models keeps the key it had.
     sbert = get_project(projects, "sbert_sts")
-    assert pipeline.cache_key(sbert, sbert.load_config("smoke"), MD5, {}) == pipeline.cache_key(
+    assert cache.cache_key(sbert, sbert.load_config("smoke"), MD5, {}) == cache.cache_key(
         sbert, sbert.load_config("smoke"), MD5)
 
 

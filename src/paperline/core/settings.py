@@ -1,0 +1,103 @@
+"""Where things live: the repository root, the git-ignored workspace, and the service URLs.
+
+Every location has a default inside the workspace (`<root>/.paperline/`, git-ignored) and a standard variable
+that overrides it, so the same commands work on a laptop and against team servers:
+
+| what                | default                                   | override                 |
+|---------------------|-------------------------------------------|--------------------------|
+| repository root     | nearest folder above cwd with projects/   | PAPERLINE_ROOT           |
+| workspace           | <root>/.paperline                         | PAPERLINE_WORKSPACE      |
+| MLflow tracking     | sqlite:///<workspace>/mlflow.db            | MLFLOW_TRACKING_URI      |
+| MLflow artifacts    | <workspace>/mlartifacts                   | PAPERLINE_ARTIFACT_ROOT  |
+| audit/lineage store | sqlite:///<workspace>/paperline.db         | PAPERLINE_STORE_URL      |
+| Prefect API         | a local server kept in <workspace>/prefect| PREFECT_API_URL          |
+
+Nothing here runs at import time; `Settings.from_env()` reads the environment when called.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from paperline.core.errors import PaperlineError
+
+
+class SettingsError(PaperlineError):
+    """The repository or workspace cannot be found; the message says where to run from."""
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The repository root: $PAPERLINE_ROOT, else the nearest folder above `start` holding projects/ and data.dvc."""
+    if os.environ.get("PAPERLINE_ROOT"):
+        return Path(os.environ["PAPERLINE_ROOT"]).resolve()
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "projects").is_dir() and (folder / "data.dvc").is_file():
+            return folder
+    raise SettingsError(
+        f"no paperline repository above {here} (a folder with projects/ and data.dvc); "
+        "run from the repository or set PAPERLINE_ROOT"
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    root: Path
+    workspace: Path
+    tracking_uri: str
+    artifact_root: str
+    store_url: str
+    prefect_api_url: str | None  # None: use the workspace's local Prefect server
+
+    @classmethod
+    def from_env(cls, root: Path | None = None) -> Settings:
+        root = root or find_root()
+        workspace = Path(os.environ.get("PAPERLINE_WORKSPACE", root / ".paperline")).resolve()
+        return cls(
+            root=root,
+            workspace=workspace,
+            tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{workspace / 'mlflow.db'}",
+            artifact_root=os.environ.get("PAPERLINE_ARTIFACT_ROOT") or (workspace / "mlartifacts").as_uri(),
+            store_url=os.environ.get("PAPERLINE_STORE_URL") or f"sqlite:///{workspace / 'paperline.db'}",
+            prefect_api_url=os.environ.get("PREFECT_API_URL") or None,
+        )
+
+    @property
+    def projects_dir(self) -> Path:
+        return self.root / "projects"
+
+    @property
+    def policy_path(self) -> Path:
+        return self.root / "registry" / "policy.yaml"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.workspace / "prefect"
+
+    @property
+    def runs_dir(self) -> Path:
+        """Per-cache-key working folders: checkpoints and trained models."""
+        return self.workspace / "runs"
+
+
+def quiet_environment(settings: Settings) -> None:
+    """Environment for a quiet, local-first run; set before Prefect, GX or MLflow are imported.
+
+    Only defaults: a variable the user has set wins.
+    """
+    defaults = {
+        "PREFECT_HOME": str(settings.prefect_home),
+        # Prefect's server analytics write to its SQLite database from a second thread and print
+        # "database is locked" tracebacks; nobody reads them locally.
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+        "PREFECT_LOCAL_STORAGE_PATH": str(settings.prefect_home / "results"),
+        "GX_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",  # DVC and others honour it
+        "TOKENIZERS_PARALLELISM": "false",  # no fork warning from the tokenizers' thread pool
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    }
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)

@@ -1,0 +1,375 @@
+"""The data gate: Great Expectations (GX 1.x) checks that a dataset's splits are fit to train on.
+
+A run of the pipeline reads a dataset version (a DVC md5) and, before any GPU time is spent, passes every split
+the project reads through :func:`gate_splits`, as data of the *kind* its project card names. What is specific
+to a kind (its columns, its value rules, which rows count as the same row, its default limits) is in that kind's
+file under ``paperline/data/kinds/``, with the reasons; this module holds only the generic machinery and knows no
+kind by name.
+
+Per split it expects, each as one GX expectation so that every check shows up in the same report:
+
+- the split has between ``min_rows`` and ``max_rows`` rows (an empty or truncated file is the commonest break);
+- every column the kind requires exists (a renamed header silently becomes a missing column);
+- the kind's text columns hold strings, are never null and never empty or whitespace-only (a tokenizer happily
+  embeds "");
+- the kind's own expectations (a score range, a label set, ...);
+- few rows repeat an earlier row of the same split, by the kind's duplicate key (a botched concatenation
+  doubles rows and weights them twice);
+- few rows of a held-out split also appear in the train split, by the kind's key (leakage inflates every
+  reported metric).
+
+Keys are compared after stripping surrounding whitespace, as a tokenizer would see them. Duplicates and leakage
+are limited by fractions, not forbidden, because real data has some (see ``kinds/scored_pairs.py`` for STS-B's);
+each kind sets its default fractions and :class:`GateLimits` may override them.
+
+The result is a :class:`GateResult`: ``passed``, one :class:`ExpectationFailure` per failed expectation (with up to
+three offending rows as they were given, extra columns included), and a markdown/HTML/dict report of every
+expectation evaluated. GX is imported only when a gate runs, so importing this module stays cheap and works
+where GX is not installed (e.g. a bare GPU training worker).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from paperline.data.datasets import DatasetRef, read_frame
+from paperline.data.kinds import DataKind, RowKey, get_kind
+from paperline.data.quality_report import ExpectationFailure, ExpectationOutcome, GateOutcome, GateResult
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from paperline.core.config import ProjectConfig
+
+SAMPLE_ROWS = 3
+
+
+@dataclass(frozen=True)
+class GateLimits:
+    """How much the gate tolerates; a fraction left at None is the data kind's default (see its file)."""
+
+    min_rows: int = 1
+    max_rows: int = 10_000_000
+    max_duplicate_fraction: float | None = None  # rows whose duplicate key repeats an earlier row of the split
+    check_leakage: bool = True  # held-out rows whose key is also in train count against max_leakage_fraction
+    max_leakage_fraction: float | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_rows <= self.max_rows:
+            raise ValueError(f"GateLimits: need 0 <= min_rows <= max_rows, got {self.min_rows}, {self.max_rows}")
+        for name in ("max_duplicate_fraction", "max_leakage_fraction"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"GateLimits: {name} must be in [0, 1], got {value}")
+
+    def for_kind(self, kind: DataKind) -> GateLimits:
+        """These limits with every fraction left open filled in from the kind's defaults."""
+        return replace(
+            self,
+            max_duplicate_fraction=_given(self.max_duplicate_fraction, kind.max_duplicate_fraction),
+            max_leakage_fraction=_given(self.max_leakage_fraction, kind.max_leakage_fraction),
+        )
+
+
+def _given(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Running the gate
+
+
+@dataclass
+class _Check:
+    """An expectation together with what the gate needs to explain its failure."""
+
+    split: str
+    column: str | None
+    expectation: Any  # a gx.expectations.Expectation
+    phrase: str  # what an offending row or value is, e.g. "score outside [0, 5]"
+    detail: str | None = None  # a complete sentence, when the gate computes it itself
+    samples: list[int] = field(default_factory=list)  # row positions, for checks GX reports no rows for
+
+
+def gate_splits(
+    dataset: str,
+    kind: str,
+    splits: dict[str, pd.DataFrame],
+    limits: GateLimits | None = None,
+    train_split: str = "train",
+) -> GateResult:
+    """Validate every split of ``dataset`` as data of ``kind``; never raises for bad data, only for bad arguments
+    (an unknown kind is an ``UnknownKindError``)."""
+    data_kind = get_kind(kind)
+    if not splits:
+        raise ValueError(f"no splits given to gate for dataset '{dataset}'")
+    limits = (limits or GateLimits()).for_kind(data_kind)
+    gx = _import_gx()
+    batch_definition = _batch_definition(gx)
+    train_keys = _train_keys(splits, data_kind, limits, train_split)
+
+    outcomes: list[ExpectationOutcome] = []
+    failures: list[ExpectationFailure] = []
+    for name, frame in splits.items():
+        leak_keys = None if name == train_split else train_keys
+        work, checks = _plan_split(gx, name, frame, data_kind, limits, leak_keys, train_split)
+        for check, result in _validate(gx, batch_definition, work, checks):
+            outcomes.append(_outcome(check, result))
+            if not result.success:
+                failures.append(_failure(check, result, frame))
+    return GateResult(
+        dataset=dataset,
+        kind=kind,
+        passed=not failures,
+        evaluated=len(outcomes),
+        failures=failures,
+        split_rows={name: len(frame) for name, frame in splits.items()},
+        outcomes=outcomes,
+    )
+
+
+def _import_gx():
+    # GX sends usage analytics unless told not to; a gate must work offline and say nothing.
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+
+    return gx
+
+
+def _batch_definition(gx):
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    config = DataContextConfig(
+        # In memory, without the temporary Data Docs site GX's default ephemeral context sets up: the gate's own
+        # report is the artifact, and a gate must leave nothing behind.
+        store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
+        analytics_enabled=False,
+        # GX draws a tqdm bar per validation on stderr: noise in flow logs for a sub-second check.
+        progress_bars=ProgressBarsConfig(globally=False),
+    )
+    context = gx.get_context(mode="ephemeral", project_config=config)
+    asset = context.data_sources.add_pandas(name="paperline").add_dataframe_asset(name="split")
+    return asset.add_batch_definition_whole_dataframe("whole split")
+
+
+def _validate(gx, batch_definition, work: pd.DataFrame, checks: list[_Check]):
+    suite = gx.ExpectationSuite(name="paperline data gate")
+    for index, check in enumerate(checks):
+        check.expectation.meta = {"check": index}
+        suite.add_expectation(check.expectation)
+    batch = batch_definition.get_batch(batch_parameters={"dataframe": work})
+    # SUMMARY returns the row indices of the first few offending values: enough for sample rows, cheap on big splits.
+    run = batch.validate(suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE_ROWS})
+    # GX does not keep suite order in its results; the report does.
+    results = sorted(run.results, key=lambda r: r.expectation_config.meta["check"])
+    return zip(checks, results, strict=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The expectations of one split
+
+
+def _plan_split(gx, name, frame, kind: DataKind, limits, leak_keys, train_split) -> tuple[pd.DataFrame, list[_Check]]:
+    """The frame GX validates (positional index, derived key columns) and the checks to run on it."""
+    E = gx.expectations
+    work = frame.reset_index(drop=True)
+    row_count = E.ExpectTableRowCountToBeBetween(min_value=limits.min_rows, max_value=limits.max_rows)
+    checks = [_Check(name, None, row_count, f"row count outside [{limits.min_rows}, {limits.max_rows}]")]
+    checks += [_column_exists(E, name, column, frame) for column in kind.columns]
+    # A column that is missing is reported once, by its existence check, not again by every check that needs it.
+    for column in kind.text_columns:
+        if column in work.columns:
+            checks += _text_checks(E, name, column)
+    checks += [_Check(name, c.column, c.expectation, c.phrase) for c in kind.expectations(E, name, work)]
+    duplicate_key = kind.identity_for_duplicates
+    if _has_columns(work, duplicate_key):
+        keys = row_keys(work, duplicate_key)
+        work = work.assign(**{_key_column(duplicate_key): keys})
+        # GX reports the unique fraction of an all-null or empty column as 0; there is then nothing to duplicate.
+        if keys.notna().any():
+            checks.append(_duplicate_check(E, name, keys, duplicate_key, limits.max_duplicate_fraction))
+    if leak_keys is not None and _has_columns(work, kind.key):
+        work = work.assign(**{_in_train(kind.key, train_split): _in_train_flags(work, kind.key, leak_keys)})
+        checks.append(_leakage_check(E, name, kind.key, limits.max_leakage_fraction, train_split))
+    return work, checks
+
+
+def _column_exists(E, split: str, column: str, frame: pd.DataFrame) -> _Check:
+    found = ", ".join(map(str, frame.columns)) or "none"
+    detail = None if column in frame.columns else f"column '{column}' is missing; found columns: {found}"
+    return _Check(split, column, E.ExpectColumnToExist(column=column), f"column '{column}' missing", detail)
+
+
+def _text_checks(E, split: str, column: str) -> list[_Check]:
+    return [
+        _Check(split, column, E.ExpectColumnValuesToNotBeNull(column=column), f"{column} is null"),
+        _Check(split, column, E.ExpectColumnValuesToBeOfType(column=column, type_="str"), f"{column} is not a string"),
+        # Search for one non-space character: "" and "  " fail, nulls are left to the null check.
+        _Check(split, column, E.ExpectColumnValuesToMatchRegex(column=column, regex=r"\S"),
+               f"{column} is empty or whitespace-only"),
+    ]
+
+
+def _duplicate_check(E, split: str, keys: pd.Series, key: RowKey, max_fraction: float) -> _Check:
+    # The unique fraction of the keys is 1 - (rows repeating an earlier row) / rows, the pandas notion of
+    # duplicates; GX's uniqueness expectations would instead count every copy, the first included.
+    column = _key_column(key)
+    expectation = E.ExpectColumnProportionOfUniqueValuesToBeBetween(column=column, min_value=1.0 - max_fraction)
+    present = keys.dropna()
+    repeats = int(present.duplicated().sum())
+    what = key.describe()
+    detail = (f"{what} repeats an earlier row in {repeats} of {len(present)} rows "
+              f"({_percent(repeats, len(present))}); at most {max_fraction:.2%} allowed")
+    # Show one repeated key with all its copies, so the sample explains itself.
+    copies = present[present.duplicated(keep=False)].sort_values(kind="stable")
+    return _Check(split, column, expectation, f"{what} repeated", detail, list(copies.index[:SAMPLE_ROWS]))
+
+
+def _leakage_check(E, split: str, key: RowKey, max_fraction: float, train_split: str) -> _Check:
+    column = _in_train(key, train_split)
+    leak = E.ExpectColumnValuesToBeInSet(column=column, value_set=[False], mostly=1.0 - max_fraction)
+    return _Check(f"{train_split}+{split}", column, leak, f"{key.describe()} shared with {train_split}")
+
+
+def _in_train_flags(work: pd.DataFrame, key: RowKey, train_keys: set[str]) -> pd.Series:
+    # The membership test is done here and GX checks its outcome: passed as a value_set, thousands of train keys
+    # are copied through pydantic for every metric GX derives, which costs seconds per split.
+    keys = row_keys(work, key)
+    return keys.isin(train_keys).where(keys.notna(), None)
+
+
+def _key_column(key: RowKey) -> str:
+    """The derived column holding a split's normalised keys, so that GX reports duplicates like any column."""
+    return f"{key.name}_key"
+
+
+def _in_train(key: RowKey, train_split: str) -> str:
+    return f"{key.name}_in_{train_split}"
+
+
+def _has_columns(frame: pd.DataFrame, key: RowKey) -> bool:
+    return all(column in frame.columns for column in key.columns)
+
+
+def row_keys(frame: pd.DataFrame, key: RowKey) -> pd.Series:
+    """The normalised key of each row: its key columns stripped (lower-cased when the key ignores case) and
+    joined by a tab; null where any of them is null or blank.
+
+    Blank texts are already one failure of their own, and are no row worth calling a duplicate or a leak.
+    """
+    joined, valid = None, None
+    for column in key.columns:
+        text = frame[column].astype(str).str.strip()
+        present = frame[column].notna() & (text != "")
+        text = text.str.lower() if key.ignore_case else text
+        joined = text if joined is None else joined + "\t" + text
+        valid = present if valid is None else valid & present
+    return joined.where(valid, None)
+
+
+def _train_keys(splits, kind: DataKind, limits: GateLimits, train_split: str) -> set[str] | None:
+    train = splits.get(train_split)
+    if not limits.check_leakage or train is None or not _has_columns(train, kind.key):
+        return None
+    return set(row_keys(train, kind.key).dropna())
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Turning GX results into the gate's result
+
+
+def _outcome(check: _Check, result) -> ExpectationOutcome:
+    return ExpectationOutcome(check.split, result.expectation_config.type, check.column, bool(result.success),
+                              _observed(check, result))
+
+
+def _observed(check: _Check, result) -> str:
+    error = _exception_message(result)
+    if error:
+        return f"error: {error}"
+    values = result.result or {}
+    if "unexpected_count" in values:
+        return f"{values['unexpected_count']} of {values['element_count']} rows unexpected"
+    if "observed_value" in values:
+        observed = values["observed_value"]
+        return f"{observed:.4f}" if isinstance(observed, float) else str(observed)
+    if result.expectation_config.type == "expect_column_to_exist":
+        return "present" if result.success else "missing"
+    return ""
+
+
+def _failure(check: _Check, result, frame: pd.DataFrame) -> ExpectationFailure:
+    values = result.result or {}
+    positions = check.samples or values.get("partial_unexpected_index_list") or []
+    return ExpectationFailure(
+        split=check.split,
+        expectation=result.expectation_config.type,
+        column=check.column,
+        detail=check.detail or _detail(check, result),
+        sample_rows=_rows(frame, positions[:SAMPLE_ROWS]),
+    )
+
+
+def _detail(check: _Check, result) -> str:
+    error = _exception_message(result)
+    if error:
+        return f"{check.phrase}: could not be evaluated ({error})"
+    values = result.result or {}
+    if "unexpected_count" in values:
+        count, total = values["unexpected_count"], values["element_count"]
+        sentence = f"{check.phrase} in {count} of {total} rows ({_percent(count, total)})"
+        mostly = result.expectation_config.kwargs.get("mostly")
+        if mostly is not None and mostly < 1.0:
+            sentence += f"; at most {1.0 - mostly:.2%} allowed"
+        return sentence
+    return f"{check.phrase} (observed {_observed(check, result)})"
+
+
+def _exception_message(result) -> str | None:
+    info = result.exception_info or {}
+    # A failed metric is reported as {metric id: {...}}, an expectation-level error as a flat dict.
+    entries = [info] if "raised_exception" in info else list(info.values())
+    for entry in entries:
+        if isinstance(entry, dict) and entry.get("raised_exception"):
+            return str(entry.get("exception_message") or "unknown error")
+    return None
+
+
+def _percent(count: int, total: int) -> str:
+    return f"{count / total:.2%}" if total else "n/a"
+
+
+def _rows(frame: pd.DataFrame, positions: list[int]) -> list[dict]:
+    return [{str(k): _plain(v) for k, v in frame.iloc[int(p)].items()} for p in positions]
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-serialisable Python value: numpy scalars unwrapped, NaN/NA as None, anything else as text."""
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return None if isinstance(value, float) and math.isnan(value) else value
+    import pandas as pd
+
+    return None if pd.isna(value) is True else str(value)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Every dataset of a run
+
+
+def gate_datasets(refs: dict[str, DatasetRef], cfg: ProjectConfig, limits: dict | None = None) -> GateOutcome:
+    """Validate every split of every dataset the config reads, with the GX suite of its data kind."""
+    results = []
+    for name, use in cfg.data.items():
+        ref = refs[name]
+        frames = {split: read_frame(ref.split_path(split), ref.kind) for split in use.splits}
+        results.append(gate_splits(name, ref.kind, frames, GateLimits(**(limits or {}))))
+    return GateOutcome(results)

@@ -1,0 +1,71 @@
+"""Export one budget of a 2D Matryoshka model: the first K transformer layers, embeddings cut to D dimensions.
+
+2D Matryoshka Sentence Embeddings (Li et al., 2024, arXiv 2402.14776) train one encoder so that any (K, D)
+sub-model is usable; this module turns a chosen grid cell into a plain sentence-transformers folder:
+- the layers above K are removed from the weights and `num_hidden_layers` is set to K in the saved config,
+  so the folder is smaller and an encode runs K layers only (the speed the budget promises);
+- the output is cut to D with `truncate_dim`, which sentence-transformers saves in its model config and
+  applies on load, so `SentenceTransformer(out)` needs no argument and gives the grid's number.
+
+Importable without Prefect, MLflow, DVC or GX.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from paperline.core.errors import PaperlineError
+
+
+class ExportError(PaperlineError, ValueError):
+    """A budget the model cannot be cut to; the message says which values are valid."""
+
+
+def _layer_stack(auto_model):
+    """(parent module, attribute name, ModuleList) holding the transformer layers, found by its length.
+
+    BERT keeps them in `encoder.layer`, DistilBERT in `transformer.layer`, others in `layers`; looking for the
+    ModuleList whose length is `num_hidden_layers` covers them without a table of architectures.
+    """
+    from torch import nn
+
+    n = auto_model.config.num_hidden_layers
+    for name, module in auto_model.named_modules():
+        for child_name, child in module.named_children():
+            if isinstance(child, nn.ModuleList) and len(child) == n:
+                return module, child_name, child
+    raise ExportError(f"cannot find the {n} transformer layers of {type(auto_model).__name__} to cut")
+
+
+def truncate_layers(model, layers: int) -> None:
+    """Keep the first `layers` transformer layers of a loaded `SentenceTransformer`, in place."""
+    from torch import nn
+
+    auto_model = model[0].auto_model
+    n = auto_model.config.num_hidden_layers
+    if not 1 <= layers <= n:
+        raise ExportError(f"--layers {layers} is out of range: the model has {n} layers, choose 1..{n}")
+    parent, attr, stack = _layer_stack(auto_model)
+    setattr(parent, attr, nn.ModuleList(list(stack)[:layers]))
+    auto_model.config.num_hidden_layers = layers
+
+
+def export_truncated(model_path: str | Path, layers: int, dim: int, out: str | Path) -> Path:
+    """Write a sentence-transformers folder at `out`: `model_path` cut to `layers` layers and `dim` dimensions.
+
+    `SentenceTransformer(out).encode(texts)` then equals the (layers, dim) cell of
+    `paperline.ml.layer_grid` for the same texts.
+    """
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(model_path), device="cpu")
+    full = model.get_embedding_dimension()
+    if not 1 <= dim <= full:
+        raise ExportError(f"--dim {dim} is out of range: the model embeds in {full} dimensions, choose 1..{full}")
+    truncate_layers(model, layers)
+    # None keeps the config free of a no-op truncation when the full width is asked for
+    model.truncate_dim = dim if dim < full else None
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save(str(out))
+    return out

@@ -1,0 +1,256 @@
+"""The thin trainer: device, precision, seeding and resumable checkpoints around sentence-transformers' trainer.
+
+Importable and runnable without Prefect, MLflow, DVC or Great Expectations, so a training job can run on a
+bare GPU worker. The loop itself is `SentenceTransformerTrainer` (or `CrossEncoderTrainer` for a
+`CrossEncoder`); this module only decides the settings a production job needs and makes a killed job resume
+from its last checkpoint instead of step 0.
+
+A loss may own trainable weights of its own (a pair head, like SoftmaxLoss's classifier): the trainer optimises
+them but saves only the model, so `fit` writes them beside each checkpoint (`loss.safetensors`) and loads them
+back on resume; otherwise a resumed job would continue with a re-initialised head.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from paperline.core.errors import PaperlineError
+
+
+class CheckpointError(PaperlineError):
+    """A checkpoint that cannot be resumed from; the message says what to delete."""
+
+
+def select_device(preference: str = "auto") -> str:
+    """`auto` picks CUDA, then Apple's MPS, then the CPU; any other value is used as given."""
+    import torch
+
+    if preference != "auto":
+        return preference
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def mixed_precision(device: str) -> str:
+    """bf16 autocast on CUDA cards that support it (no loss scaling needed), else full fp32."""
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class TrainResult:
+    global_step: int
+    resumed_from_step: int  # 0 when the job started fresh
+    train_seconds: float
+    samples_per_second: float
+    device: str
+    precision: str
+    train_loss: float | None
+
+    def metrics(self) -> dict[str, float]:
+        """The numbers a run logs as metrics (steps, seconds, throughput, loss)."""
+        return {k: v for k, v in vars(self).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+    def notes(self) -> dict[str, str]:
+        """Where and how it trained (device, precision), which a run records as tags."""
+        return {"device": self.device, "precision": self.precision}
+
+
+LOSS_STATE = "loss.safetensors"  # a loss's own trainable weights, beside the trainer's checkpoint files
+
+
+def last_checkpoint(output_dir: Path, required: tuple[str, ...] = ()) -> Path | None:
+    """The newest complete `checkpoint-N` folder in `output_dir`, after checking that it can be resumed from.
+
+    The trainer writes `trainer_state.json` last, so a folder without it (or without a `required` file that is
+    written after it) is a save that a kill interrupted: it is removed and the previous checkpoint is used. A
+    complete folder whose files do not load is corrupted: that is an error, since resuming silently from an
+    older one would hide a failing disk.
+    """
+    checkpoints = sorted(
+        (p for p in output_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]),
+    )
+    while checkpoints and not all((checkpoints[-1] / name).exists() for name in ("trainer_state.json", *required)):
+        shutil.rmtree(checkpoints.pop())
+    if not checkpoints:
+        return None
+    newest = checkpoints[-1]
+    check_checkpoint(newest)
+    return newest
+
+
+def check_checkpoint(path: Path) -> None:
+    """Raise CheckpointError unless the trainer state parses and every weight file opens."""
+    from safetensors import safe_open
+
+    hint = f"delete {path} to resume from the previous checkpoint, or delete {path.parent} to start over"
+    try:
+        state = json.loads((path / "trainer_state.json").read_text())
+        int(state["global_step"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"checkpoint {path} is corrupted (trainer_state.json: {exc}); {hint}") from None
+    weights = list(path.rglob("*.safetensors"))
+    if not weights:
+        raise CheckpointError(f"checkpoint {path} holds no model weights; {hint}")
+    for weight in weights:
+        try:
+            with safe_open(str(weight), framework="pt") as f:
+                for key in f.keys():
+                    f.get_slice(key)
+        except Exception as exc:  # safetensors raises its own error types for truncated or garbled files
+            raise CheckpointError(f"checkpoint {path} is corrupted ({weight.name}: {exc}); {hint}") from None
+
+
+@dataclass
+class TrainSettings:
+    """What the trainer needs besides the model, data and loss; projects fill it from their config."""
+
+    output_dir: Path
+    epochs: float = 1.0
+    batch_size: int = 16
+    learning_rate: float = 2e-5
+    warmup_ratio: float = 0.1
+    seed: int = 0
+    checkpoint_every: int = 100
+    max_steps: int = -1  # > 0 caps the steps (smoke configs)
+    device: str = "auto"
+    progress: bool = True
+    group_by_length: bool = False  # length-grouped batches (paperline.ml.batching): less padding, same rows
+    # regex over parameter names -> learning rate, e.g. {r"^head\\.": 1e-3} for a freshly initialised head in
+    # the loss, which would barely move at an encoder's fine-tuning rate (sentence-transformers' mapping)
+    learning_rate_mapping: dict[str, float] | None = None
+
+
+def loss_parameters(loss: Any, model: Any) -> dict[str, Any]:
+    """The trainable weights a loss holds besides the model's (a pair head), by name; {} for most losses."""
+    model_params = {id(p) for p in model.parameters()}
+    return {name: p for name, p in loss.named_parameters() if id(p) not in model_params}
+
+
+def _trainer_classes(model: Any) -> tuple[Any, Any]:
+    """(trainer, training arguments) of sentence-transformers for this kind of model."""
+    from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
+
+    if isinstance(model, CrossEncoder):
+        return CrossEncoderTrainer, CrossEncoderTrainingArguments
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+
+    return SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+
+
+def _save_loss_state_callback(loss: Any, model: Any):
+    """A trainer callback that writes the loss's own weights into each checkpoint the trainer has just saved."""
+    from safetensors.torch import save_file
+    from transformers import TrainerCallback
+
+    class SaveLossState(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                tensors = {k: v.detach().cpu().contiguous() for k, v in loss_parameters(loss, model).items()}
+                save_file(tensors, str(folder / LOSS_STATE))
+            return control
+
+    return SaveLossState()
+
+
+def _load_loss_state(loss: Any, model: Any, checkpoint: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    saved = load_file(str(checkpoint / LOSS_STATE))
+    with torch.no_grad():
+        for name, param in loss_parameters(loss, model).items():
+            if name not in saved or saved[name].shape != param.shape:
+                raise CheckpointError(f"checkpoint {checkpoint} holds no weights for the loss's {name!r}; "
+                                      f"delete {checkpoint.parent} to start over")
+            param.copy_(saved[name].to(param.device))
+
+
+def fit(model: Any, train_dataset: Any, loss: Any, settings: TrainSettings) -> TrainResult:
+    """Train `model` on a `datasets.Dataset` with a sentence-transformers loss, resuming when possible.
+
+    `model` is a `SentenceTransformer` or a `CrossEncoder`; the matching sentence-transformers trainer runs.
+    Checkpoints go to `settings.output_dir/checkpoint-N` every `checkpoint_every` steps (the two newest are
+    kept); when the folder already holds one, training continues from it with the same data order.
+    """
+    from paperline.ml.batching import LengthGroupedBatchSampler
+
+    trainer_class, args_class = _trainer_classes(model)
+    device = select_device(settings.device)
+    precision = mixed_precision(device)
+    seed_everything(settings.seed)
+    model.to(device)
+    loss.to(device)  # a head inside the loss trains on the same device as the model
+    own_weights = bool(loss_parameters(loss, model))
+    settings.output_dir.mkdir(parents=True, exist_ok=True)
+    resume_from = last_checkpoint(settings.output_dir, (LOSS_STATE,) if own_weights else ())
+    # Read now: the trainer's rotation may delete this checkpoint once newer ones exist.
+    resumed_step = int(json.loads((resume_from / "trainer_state.json").read_text())["global_step"]) if resume_from else 0
+    if resume_from and own_weights:
+        _load_loss_state(loss, model, resume_from)
+    args = args_class(
+        output_dir=str(settings.output_dir),
+        num_train_epochs=settings.epochs,
+        max_steps=settings.max_steps,
+        per_device_train_batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+        warmup_steps=settings.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        seed=settings.seed,
+        data_seed=settings.seed,
+        bf16=precision == "bf16",
+        save_strategy="steps",
+        save_steps=settings.checkpoint_every,
+        save_total_limit=2,
+        logging_steps=max(1, min(50, settings.checkpoint_every)),
+        report_to="none",
+        disable_tqdm=not settings.progress,
+        use_cpu=device == "cpu",
+        **({"learning_rate_mapping": settings.learning_rate_mapping} if settings.learning_rate_mapping else {}),
+        **({"batch_sampler": LengthGroupedBatchSampler} if settings.group_by_length else {}),
+    )
+    callbacks = [_save_loss_state_callback(loss, model)] if own_weights else None
+    trainer = trainer_class(model=model, args=args, train_dataset=train_dataset, loss=loss, callbacks=callbacks)
+    started = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    seconds = time.perf_counter() - started
+    return TrainResult(
+        global_step=output.global_step,
+        resumed_from_step=resumed_step,
+        train_seconds=seconds,
+        samples_per_second=float(output.metrics.get("train_samples_per_second", 0.0)),
+        device=device,
+        precision=precision,
+        train_loss=output.training_loss,
+    )
+
+
+def set_cpu_threads() -> None:
+    """Use every core for intra-op work; torch's default can pick fewer under a container's CPU quota."""
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(max(1, cores))

@@ -1,0 +1,44 @@
+"""Cache keys: what a cached training or gate result depends on, so that exactly those changes recompute it.
+
+The library is split by layer (paperline/core, data, ml, project, ops, cli); the subpackages whose code can
+change a trained model or its metrics are in the key as whole folders, so a module added to one of them is
+covered without a list to maintain. `ops` (tracking, registry, policy, caching, Prefect) and the CLI only
+record, decide and orchestrate: editing them keeps cached results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from paperline.core.config import ProjectConfig, config_digest
+from paperline.project.discovery import Project, digest_files
+
+LIBRARY_DIR = Path(__file__).resolve().parent.parent  # src/paperline
+# The layers whose code runs inside train and evaluate, or decides what they are given.
+RESULT_SUBPACKAGES = ("core", "data", "ml", "project")
+GATE_SUBPACKAGES = ("data",)  # the gate's verdict: the data kinds, the GX suites, the report
+
+
+def library_digest(subpackages: tuple[str, ...] = RESULT_SUBPACKAGES) -> str:
+    """sha256 over every file of the given subpackages (bytecode and markdown left out)."""
+    sha = hashlib.sha256()
+    for name in subpackages:
+        sha.update(name.encode())
+        sha.update(digest_files(LIBRARY_DIR / name).encode())
+    return sha.hexdigest()
+
+
+def cache_key(project: Project, cfg: ProjectConfig, dataset_md5: str, upstream: dict[str, str] | None = None) -> str:
+    """What a trained model depends on: the project's files, the library code, the resolved config, the data,
+    and the identity of every upstream model it consumes (`UpstreamModel.identity()` by role): a new teacher
+    version retrains the student."""
+    parts = [project.name, digest_files(project.root), library_digest(), config_digest(cfg), dataset_md5]
+    parts += [f"upstream {role}={identity}" for role, identity in sorted((upstream or {}).items())]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def gate_cache_key(cfg: ProjectConfig, dataset_md5: str) -> str:
+    """The gate's verdict depends only on the data version, the datasets and splits read, and the gate's code."""
+    uses = sorted((name, use.kind, tuple(use.splits)) for name, use in cfg.data.items())
+    return hashlib.sha256(repr((uses, dataset_md5, library_digest(GATE_SUBPACKAGES))).encode()).hexdigest()

@@ -1,0 +1,38 @@
+"""Register a run's model and let the policy decide whether `champion` moves: the last step of a run."""
+
+from __future__ import annotations
+
+from paperline.ops import tracking
+from paperline.ops.decisions import Lineage, promotion_decision, version_tags
+from paperline.ops.policy import Policy
+from paperline.ops.registry import ModelRegistry
+from paperline.ops.summary import RunSummary
+from paperline.project.card import MethodCard
+from paperline.project.interface import TrainedModel
+
+
+def register_and_promote(registry: ModelRegistry, policy: Policy, card: MethodCard, model: TrainedModel,
+                         cache_key: str, lineage: Lineage, summary: RunSummary) -> None:
+    """Register `model` as a new version (or find the version an unchanged rerun already registered), apply the
+    policy, and fill `summary` with the version, the decision and the aliases. Inside an active MLflow run."""
+    import mlflow
+
+    existing = registry.version_for_cache_key(summary.model_name, cache_key)
+    if existing:  # an unchanged rerun: the same model is already registered
+        summary.model_version = existing
+    else:
+        summary.model_version = registry.register(
+            name=summary.model_name, model_uri=tracking.log_model(model), run_id=summary.mlflow_run_id,
+            tags=version_tags(card, cache_key, summary.metrics, lineage.tags()), flow_run_id=summary.flow_run_id)
+    champion = registry.champion(summary.model_name)
+    already = champion is not None and str(champion.version) == summary.model_version
+    decision = promotion_decision(policy, card, summary.config, summary.metrics, summary.model_version, champion)
+    summary.decision = decision.reasons
+    summary.champion_moved = registry.apply_decision(
+        name=summary.model_name, version=summary.model_version, decision=decision, gate_passed=True,
+        flow_run_id=summary.flow_run_id, mlflow_run_id=summary.mlflow_run_id)
+    summary.is_champion = summary.champion_moved or already
+    if summary.champion_moved:
+        summary.budget_aliases = registry.budget_aliases(summary.model_name)
+    mlflow.set_tags({"paperline.model_version": summary.model_version,
+                     "paperline.champion_moved": str(summary.champion_moved)})

@@ -1,0 +1,435 @@
+"""MLflow model registry operations, each alias change written to the audit store.
+
+A new version gets the alias ``challenger``; the promotion policy (``paperline.ops.policy``) or a person moves
+``champion``. Aliases only: MLflow's stages are deprecated and never used here.
+
+The MLflow alias and its audit row are kept consistent without a distributed transaction: the row is written in
+an open store transaction, then the alias is set, then the transaction commits. If setting the alias fails the
+transaction rolls back (no row); if the commit fails after the alias moved, the alias is put back. A failed
+``register`` deletes the version it created, so no half-registered model is ever left behind.
+
+This module takes an ``MlflowClient`` and never sets tracking or registry URIs itself.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities.model_registry import ModelVersion, RegisteredModel
+from mlflow.exceptions import MlflowException
+
+from paperline.core.errors import PaperlineError
+from paperline.ops.policy import Budget, Decision, GridCell, choose_cell, load_policy
+from paperline.ops.store import AliasEvent, AuditStore
+
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+PRIMARY_METRIC_TAG = "paperline.primary_metric"
+LOWER_IS_BETTER_TAG = "paperline.lower_is_better"  # set only on versions whose primary metric is a loss
+METRIC_TAG_PREFIX = "paperline.metric."
+PROJECT_TAG = "paperline.project"
+BUDGET_ALIAS = re.compile(r"champion-l(\d+)-d(\d+)")
+# MLflow's own default: registries that copy artifacts (Databricks, Unity Catalog) can take minutes.
+READY_TIMEOUT_S = 300.0
+_MODELS_HINT = "`paperline models ls` lists the registered models and their versions"
+
+
+class RegistryError(PaperlineError):
+    """Something a user can fix: an unknown model or version, an empty reason, nothing to roll back to."""
+
+
+def _current_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in some containers; the audit row still needs an actor
+        return "unknown"
+
+
+def _is(error: MlflowException, *codes: str) -> bool:
+    return error.error_code in codes
+
+
+def _alias(model: RegisteredModel, alias: str) -> str | None:
+    # MLflow 3 gives alias targets as int; the rest of paperline (and the audit log) uses version strings.
+    version = model.aliases.get(alias)
+    return None if version is None else str(version)
+
+
+def _pages(search: Callable[..., Any], **kwargs: Any) -> Iterator[Any]:
+    token = None
+    while True:
+        page = search(page_token=token, **kwargs)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+@dataclass
+class AliasMove:
+    """One alias to point at ``version`` (None: remove it); ``audit`` overrides the shared audit fields."""
+
+    alias: str
+    version: str | None
+    previous: str | None
+    audit: dict[str, Any] = field(default_factory=dict)
+
+
+def version_metrics(version: ModelVersion) -> dict[str, float]:
+    """The metrics a version was registered with (its ``paperline.metric.*`` tags)."""
+    metrics = {}
+    for key, value in version.tags.items():
+        if key.startswith(METRIC_TAG_PREFIX):
+            try:
+                metrics[key.removeprefix(METRIC_TAG_PREFIX)] = float(value)
+            except ValueError:
+                pass  # someone's hand-written tag, not a number: not part of the grid
+    return metrics
+
+
+def budget_cell(version: ModelVersion, budget: Budget) -> GridCell | None:
+    """The grid cell of ``version`` that ``budget``'s alias serves: the best on its primary metric within it."""
+    metric = version.tags.get(PRIMARY_METRIC_TAG)
+    if not metric:
+        return None
+    return choose_cell(version_metrics(version), metric, budget,
+                       greater_is_better=version.tags.get(LOWER_IS_BETTER_TAG) != "true")
+
+
+def _required_reason(reason: str | None, what: str) -> str:
+    if not reason or not reason.strip():
+        raise RegistryError(f"a reason is required to {what}; say why in a few words (it goes into the audit log)")
+    return reason.strip()
+
+
+class ModelRegistry:
+    """Register, promote and roll back model versions in MLflow, with an audit row for every alias change."""
+
+    def __init__(self, client: Any, store: AuditStore, actor: str | None = None,
+                 policy_path: str | Path | None = None):
+        self.client = client
+        self.store = store
+        self.actor = actor or os.environ.get("PAPERLINE_ACTOR") or _current_user()
+        # With a policy, every champion move also moves the budget aliases of the version's project.
+        self.policy_path = policy_path
+
+    def _model(self, name: str) -> RegisteredModel:
+        try:
+            return self.client.get_registered_model(name)
+        except MlflowException as error:
+            if _is(error, "RESOURCE_DOES_NOT_EXIST"):
+                raise RegistryError(f"there is no registered model {name!r}; {_MODELS_HINT}") from None
+            raise
+
+    def _version(self, model: RegisteredModel, version: str | int) -> ModelVersion:
+        try:
+            return self.client.get_model_version(model.name, str(version))
+        except MlflowException as error:
+            if _is(error, "RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise RegistryError(f"model {model.name!r} has no version {version!r}; {_MODELS_HINT}") from None
+            raise
+
+    def _alias_target(self, name: str, alias: str) -> str | None:
+        return _alias(self._model(name), alias)
+
+    def champion(self, name: str) -> ModelVersion | None:
+        """The version with alias ``champion``, or None if the model has none yet."""
+        version = self._alias_target(name, CHAMPION)
+        return None if version is None else self.client.get_model_version(name, version)
+
+    def version_for_cache_key(self, name: str, cache_key: str) -> str | None:
+        """The version registered from a run with this cache key (an unchanged rerun reuses it), if any."""
+        try:
+            versions = self.client.search_model_versions(f"name = {name!r}")
+        except MlflowException as error:
+            if _is(error, "RESOURCE_DOES_NOT_EXIST"):
+                return None
+            raise
+        matches = [str(v.version) for v in versions if v.tags.get("paperline.cache_key") == cache_key]
+        return max(matches, key=int) if matches else None
+
+    def history(self, name: str) -> list[AliasEvent]:
+        """Every audited alias change of ``name``, oldest first (kept after the model is deleted)."""
+        return self.store.alias_history(name)
+
+    def _point_alias(self, name: str, alias: str, version: str | None) -> None:
+        if version is None:
+            self.client.delete_registered_model_alias(name, alias)
+        else:
+            self.client.set_registered_model_alias(name, alias, version)
+
+    def _move_alias(self, name: str, alias: str, version: str, *, previous: str | None, **audit: Any) -> AliasEvent:
+        return self._move_aliases(name, [AliasMove(alias, version, previous)], **audit)[0]
+
+    def _move_aliases(self, name: str, moves: list[AliasMove], **audit: Any) -> list[AliasEvent]:
+        """Move several aliases as one change: every audit row commits in one transaction, or none does and
+        every alias already moved is put back."""
+        moved: list[AliasMove] = []
+        try:
+            with self.store.transaction() as session:
+                events = []
+                for move in moves:
+                    events.append(self.store.record_alias_event(
+                        model_name=name, alias=move.alias, previous_version=move.previous,
+                        new_version=move.version, session=session, **{**audit, **move.audit},
+                    ))
+                    self._point_alias(name, move.alias, move.version)
+                    moved.append(move)
+        except BaseException as error:
+            for move in reversed(moved):  # no audit row committed: no alias may stay where no row says it is
+                try:
+                    self._point_alias(name, move.alias, move.previous)
+                except Exception as undo_error:
+                    error.add_note(
+                        f"putting alias {move.alias!r} of {name!r} back on version {move.previous} failed too "
+                        f"({undo_error}); set it by hand"
+                    )
+            raise
+        return events
+
+    def budgets(self, version: ModelVersion) -> tuple[Budget, ...]:
+        """The deployment budgets the policy names for the project that registered ``version``."""
+        if self.policy_path is None:
+            return ()
+        project = version.tags.get(PROJECT_TAG) or version.name
+        return load_policy(self.policy_path, project).budgets
+
+    def _champion_moves(self, model: RegisteredModel, target: ModelVersion, reason: str) -> list[AliasMove]:
+        """``champion`` to ``target``, and each budget alias to ``target`` with the grid cell it serves (or
+        removed, when no cell of the target's grid fits the budget: a stale alias would serve the old model)."""
+        version = str(target.version)
+        moves = [AliasMove(CHAMPION, version, _alias(model, CHAMPION))]
+        for budget in self.budgets(target):
+            previous = _alias(model, budget.alias)
+            cell = budget_cell(target, budget)
+            if cell is None:
+                if previous is not None:
+                    moves.append(AliasMove(budget.alias, None, previous, {
+                        "reason": f"{reason} | removed: v{version} has no grid cell within {budget.alias}"}))
+                continue
+            metric = target.tags.get(PRIMARY_METRIC_TAG)
+            moves.append(AliasMove(budget.alias, version, previous, {
+                "reason": f"{reason} | {budget.alias} serves {cell.layers} layers x {cell.dims} dims "
+                          f"({metric} {cell.value:.2f})",
+                "details": {"budget": {"max_layers": budget.max_layers, "max_dims": budget.max_dims},
+                            "cell": {"layers": cell.layers, "dims": cell.dims, "value": cell.value}},
+            }))
+        return moves
+
+    def budget_aliases(self, name: str) -> dict[str, str]:
+        """Each budget alias of ``name`` and the cell it serves, e.g. {'champion-l3-d128': 'l3 x d128 (60.36)'}."""
+        out = {}
+        for alias in sorted(self._model(name).aliases):
+            cell = self.budget_cell(name, alias)
+            if cell is not None:
+                out[alias] = f"l{cell.layers} x d{cell.dims} ({cell.value:.2f})"
+        return out
+
+    def budget_cell(self, name: str, alias: str) -> GridCell | None:
+        """For a budget alias (``champion-l3-d128``), the (layers, dims) cell it serves; None for other aliases."""
+        match = BUDGET_ALIAS.fullmatch(alias)
+        if not match:
+            return None
+        version = self._alias_target(name, alias)
+        if version is None:
+            raise RegistryError(f"{name!r} has no alias {alias!r}; {_MODELS_HINT}")
+        target = self.client.get_model_version(name, version)
+        return budget_cell(target, Budget(int(match[1]), int(match[2])))
+
+    def _existing_or_new_model(self, name: str) -> RegisteredModel | None:
+        """The registered model ``name``, or None when this call had to create it."""
+        try:
+            return self.client.get_registered_model(name)
+        except MlflowException as error:
+            if not _is(error, "RESOURCE_DOES_NOT_EXIST"):
+                raise
+        try:
+            self.client.create_registered_model(name)
+            return None
+        except MlflowException as error:
+            if _is(error, "RESOURCE_ALREADY_EXISTS"):  # a concurrent register won the race
+                return self.client.get_registered_model(name)
+            raise
+
+    def _source(self, model_uri: str) -> tuple[str, str | None]:
+        """(source, logged model id) for ``model_uri``.
+
+        MLflow 3's ``log_model`` keeps a model's files with a logged model, ``models:/<model_id>``, not in the run's
+        artifacts. MLflow's SQL registry resolves such a URI through the process-wide tracking URI, not this
+        client's (it fails, or reads a stray ./mlflow.db), so it is resolved here with the client we were given.
+        """
+        ref = model_uri.removeprefix("models:/").strip("/")
+        if not model_uri.startswith("models:/") or "/" in ref or "@" in ref:
+            return model_uri, None  # runs:/, a storage URI, or a registered model's version: MLflow resolves it
+        try:
+            return self.client.get_logged_model(ref).artifact_location, ref
+        except MlflowException as error:
+            if _is(error, "RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+                raise RegistryError(f"no logged model {ref!r} behind {model_uri}; pass the model_uri that "
+                                    "log_model returned") from None
+            raise
+
+    def _await_ready(self, version: ModelVersion) -> None:
+        # Versions are created with await_creation_for=0 and waited for here, so that the version number is
+        # known even when waiting fails and the version can be deleted.
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while version.status == "PENDING_REGISTRATION" and time.monotonic() < deadline:
+            time.sleep(1.0)
+            version = self.client.get_model_version(version.name, str(version.version))
+        if version.status != "READY":
+            raise RegistryError(
+                f"version {version.version} of {version.name!r} is {version.status}, not READY "
+                f"({version.status_message or 'no message'}); check the model's artifacts and register again"
+            )
+
+    def register(
+        self, *, name: str, model_uri: str, run_id: str, tags: dict[str, str], flow_run_id: str | None = None
+    ) -> str:
+        """Create a version of ``name`` from ``model_uri`` with ``tags`` and point ``challenger`` at it.
+
+        Returns the new version number. If any step fails, the new version is deleted, ``challenger`` stays
+        where it was (and a model created by this call is deleted) before the error is raised.
+        """
+        source, model_id = self._source(model_uri)  # before anything is written: it may fail
+        existing = self._existing_or_new_model(name)
+        created_model = existing is None
+        previous = None if existing is None else _alias(existing, CHALLENGER)
+        version: str | None = None
+        try:
+            # Tags go in with the version, not one call each afterwards: MLflow validates them before it writes
+            # anything, and the version never exists without them.
+            created = self.client.create_model_version(
+                name=name, source=source, run_id=run_id, tags={k: str(v) for k, v in tags.items()},
+                await_creation_for=0, model_id=model_id,
+            )
+            version = str(created.version)
+            self._await_ready(created)
+            self._move_alias(
+                name, CHALLENGER, version, previous=previous, actor=self.actor, action="register",
+                reason=f"registered {model_uri}", details={"source": model_uri, "tags": tags},
+                mlflow_run_id=run_id, flow_run_id=flow_run_id,
+            )
+        except BaseException as error:
+            self._undo_register(name, version, created_model, error)
+            raise
+        return version
+
+    def _undo_register(self, name: str, version: str | None, created_model: bool, error: BaseException) -> None:
+        # ``challenger`` needs no step here: it is set last, and _move_alias puts it back if its audit row fails.
+        try:
+            if version is not None:
+                self.client.delete_model_version(name, version)
+            # Only if still empty: a concurrent register may have added a version of its own meanwhile.
+            # ({name!r}: MLflow filters take either quote, and repr picks the one the name does not contain.)
+            if created_model and not list(self.client.search_model_versions(f"name = {name!r}", max_results=1)):
+                self.client.delete_registered_model(name)
+        except Exception as cleanup_error:
+            error.add_note(
+                f"cleaning up the failed registration failed too ({cleanup_error}): delete version {version} of "
+                f"{name!r} by hand"
+            )
+
+    def apply_decision(
+        self, *, name: str, version: str | int, decision: Decision, gate_passed: bool | None,
+        flow_run_id: str | None = None, mlflow_run_id: str | None = None,
+    ) -> bool:
+        """Move ``champion`` to ``version`` if the policy said so (actor "policy"); True when it moved."""
+        if not decision.promote:
+            return False  # no alias change, so no audit row: the decision itself belongs in the run's lineage
+        model = self._model(name)
+        target = self._version(model, version)
+        reason = "; ".join(decision.reasons)
+        self._move_aliases(
+            name, self._champion_moves(model, target, reason), actor="policy", action="auto-promote",
+            reason=reason, gate_passed=gate_passed, details=decision.to_dict(),
+            mlflow_run_id=mlflow_run_id or target.run_id, flow_run_id=flow_run_id,
+        )
+        return True
+
+    def promote(self, name: str, version: str | int, reason: str) -> AliasEvent:
+        """Point ``champion`` at ``version`` by hand."""
+        reason = _required_reason(reason, "promote a model version")
+        model = self._model(name)
+        target = self._version(model, version)
+        current = _alias(model, CHAMPION)
+        if current == str(target.version):
+            raise RegistryError(f"version {current} of {name!r} is already the champion; nothing to promote")
+        return self._move_aliases(
+            name, self._champion_moves(model, target, reason), actor=self.actor, action="promote",
+            reason=reason, mlflow_run_id=target.run_id,
+        )[0]
+
+    def rollback(self, name: str, reason: str) -> AliasEvent:
+        """Point ``champion`` back at the version that was champion before the current one.
+
+        Rollbacks undo like a stack: rolling back twice goes two champions back, never back to the version the
+        first rollback moved away from. Versions deleted since are skipped.
+        """
+        reason = _required_reason(reason, "roll back")
+        current = self._alias_target(name, CHAMPION)
+        if current is None:
+            raise RegistryError(f"{name!r} has no champion, so there is nothing to roll back")
+        target = self._rollback_target(name, current)
+        if target is None:
+            raise RegistryError(
+                f"{name!r} has no earlier champion to roll back to (the champion is version {current}); "
+                "promote a version by hand with `paperline promote`"
+            )
+        return self._move_aliases(
+            name, self._champion_moves(self._model(name), target, reason), actor=self.actor, action="rollback",
+            reason=reason, mlflow_run_id=target.run_id,
+        )[0]
+
+    def _rollback_target(self, name: str, current: str) -> ModelVersion | None:
+        # Replay the champion's audit history into a stack of champions: a promotion pushes, a rollback pops
+        # back down to the version it went to.
+        stack: list[str] = []
+        for event in self.store.alias_history(name, CHAMPION):
+            if event.new_version is None:
+                continue
+            if event.action == "rollback":
+                while stack and stack[-1] != event.new_version:
+                    stack.pop()
+                if not stack:
+                    stack.append(event.new_version)
+            else:
+                stack.append(event.new_version)
+        for version in reversed(stack):
+            if version == current:
+                continue
+            try:
+                return self.client.get_model_version(name, version)
+            except MlflowException as error:  # deleted since it was champion: try the one before
+                if not _is(error, "RESOURCE_DOES_NOT_EXIST"):
+                    raise
+        return None
+
+    def list_models(self) -> list[dict[str, Any]]:
+        """One row per registered model: latest version, version count, aliases, primary metric of the champion."""
+        # One search for all versions instead of one per model: two queries however many models there are.
+        versions: dict[str, list[ModelVersion]] = {}
+        for mv in _pages(self.client.search_model_versions):
+            versions.setdefault(mv.name, []).append(mv)
+        rows = []
+        for model in _pages(self.client.search_registered_models):
+            own = {str(mv.version): mv for mv in versions.get(model.name, [])}
+            aliases = {alias: str(v) for alias, v in sorted(model.aliases.items())}
+            latest = max(own, key=int) if own else None
+            champion = own.get(aliases.get(CHAMPION, ""))
+            described = champion or (own[latest] if latest else None)
+            metric = described.tags.get(PRIMARY_METRIC_TAG) if described else None
+            value = champion.tags.get(METRIC_TAG_PREFIX + metric) if champion and metric else None
+            try:
+                value = None if value is None else float(value)
+            except ValueError:
+                pass  # shown as written rather than dropped: the tag is someone's data
+            rows.append({"name": model.name, "latest_version": latest, "versions": len(own), "aliases": aliases,
+                         "primary_metric": metric, "champion_metric": value})
+        return rows

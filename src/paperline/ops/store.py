@@ -1,0 +1,325 @@
+"""The audit and lineage store: who moved which model alias when and why, and what each pipeline run produced.
+
+Two append-only tables in any SQLAlchemy database: a SQLite file in the workspace by default (the caller decides
+the URL; see ``PAPERLINE_STORE_URL``), or the team's PostgreSQL server beside MLflow's own tables. Rows go out as
+frozen dataclasses, not live ORM objects, so callers can keep them after the session is closed.
+
+Nothing happens at import time: the engine is created, and the tables with it, on first use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Boolean, DateTime, Integer, String, Text, create_engine, exc, select
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+from paperline.core.errors import PaperlineError
+
+ACTIONS = ("auto-promote", "register", "promote", "rollback")
+LINEAGE_STATUSES = ("registered", "gate-failed", "failed", "interrupted", "cached")
+
+
+class StoreError(PaperlineError):
+    """The store cannot be reached or used; the message says which URL and what to set."""
+
+
+class _UTCDateTime(TypeDecorator):
+    """A timezone-aware UTC datetime on every backend.
+
+    SQLite keeps no offset and PostgreSQL answers in the session's time zone; both come back as UTC here.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: the audit store records timezone-aware UTC times")
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+class _JSONText(TypeDecorator):
+    """JSON kept as plain text, so the same rows read back identically from SQLite, PostgreSQL or anything else."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> str | None:
+        # default=str: a numpy float or a Path in a policy decision must not lose the audit row.
+        return None if value is None else json.dumps(value, sort_keys=True, default=str)
+
+    def process_result_value(self, value: str | None, dialect: Any) -> Any:
+        return None if value is None else json.loads(value)
+
+
+class _Base(DeclarativeBase):
+    """A metadata of our own: create_all must touch only paperline's tables, never MLflow's in the same database."""
+
+
+class _AliasEventRow(_Base):
+    # Prefixed names: on a team server these tables may share a database with MLflow's.
+    __tablename__ = "paperline_alias_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    time: Mapped[datetime] = mapped_column(_UTCDateTime, index=True)
+    model_name: Mapped[str] = mapped_column(String(256), index=True)
+    alias: Mapped[str] = mapped_column(String(256))
+    previous_version: Mapped[str | None] = mapped_column(String(64))
+    new_version: Mapped[str | None] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(256))
+    action: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+    gate_passed: Mapped[bool | None] = mapped_column(Boolean)
+    details: Mapped[Any] = mapped_column(_JSONText, nullable=True)
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class _LineageRow(_Base):
+    __tablename__ = "paperline_lineage"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    time: Mapped[datetime] = mapped_column(_UTCDateTime, index=True)
+    project: Mapped[str] = mapped_column(String(256), index=True)
+    config_name: Mapped[str | None] = mapped_column(String(256))
+    flow_run_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    flow_run_url: Mapped[str | None] = mapped_column(Text)
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    git_commit: Mapped[str | None] = mapped_column(String(64))
+    dataset_md5: Mapped[str | None] = mapped_column(String(64))
+    gate_passed: Mapped[bool | None] = mapped_column(Boolean)
+    cache_key: Mapped[str | None] = mapped_column(String(256))
+    model_name: Mapped[str | None] = mapped_column(String(256))
+    model_version: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(32))
+    details: Mapped[Any] = mapped_column(_JSONText, nullable=True)
+
+
+@dataclass(frozen=True)
+class AliasEvent:
+    """One alias change: ``new_version`` None means the alias was removed."""
+
+    id: int
+    time: datetime
+    model_name: str
+    alias: str
+    previous_version: str | None
+    new_version: str | None
+    actor: str
+    action: str
+    reason: str
+    gate_passed: bool | None
+    details: dict[str, Any] | None
+    mlflow_run_id: str | None
+    flow_run_id: str | None
+
+
+@dataclass(frozen=True)
+class LineageRecord:
+    """One pipeline run: what went in (commit, data, config) and what came out (run, model version, status)."""
+
+    id: int
+    time: datetime
+    project: str
+    config_name: str | None
+    flow_run_id: str | None
+    flow_run_url: str | None
+    mlflow_run_id: str | None
+    git_commit: str | None
+    dataset_md5: str | None
+    gate_passed: bool | None
+    cache_key: str | None
+    model_name: str | None
+    model_version: str | None
+    status: str
+    details: dict[str, Any] | None
+
+
+_LINEAGE_FIELDS = {f.name for f in dataclasses.fields(LineageRecord)} - {"id"}
+
+
+def _freeze(row: _Base, cls: type) -> Any:
+    return cls(**{f.name: getattr(row, f.name) for f in dataclasses.fields(cls)})
+
+
+def _version(value: Any) -> str | None:
+    # MLflow 3 hands versions out as int or str depending on the call; the audit log keeps one form.
+    return None if value is None else str(value)
+
+
+def _first_line(error: BaseException) -> str:
+    # DBAPI errors are wrapped: the driver's own message is the useful one, the SQL echo and doc link are not.
+    text = str(getattr(error, "orig", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+class AuditStore:
+    """Audit and lineage rows in the database at ``url``; the engine and tables are created on first use."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self._url: URL | None = None
+        try:
+            self._url = make_url(url)
+        except (exc.ArgumentError, ValueError, TypeError) as error:
+            raise self._unreachable(error) from error
+        self._engine: Engine | None = None
+        self._sessions: sessionmaker[Session] | None = None
+
+    def _display_url(self) -> str:
+        if self._url is not None:
+            return self._url.render_as_string(hide_password=True)
+        return re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", str(self.url))
+
+    def _unreachable(self, error: BaseException) -> StoreError:
+        return StoreError(
+            f"cannot reach the paperline store at {self._display_url()}: {_first_line(error)}; "
+            "set PAPERLINE_STORE_URL to a reachable SQLAlchemy URL"
+        )
+
+    def _sessionmaker(self) -> sessionmaker[Session]:
+        if self._sessions is not None:
+            return self._sessions
+        url = self._url
+        assert url is not None
+        connect_args: dict[str, Any] = {}
+        if url.get_backend_name() == "sqlite":
+            database = url.database or ""
+            if database and database != ":memory:" and not database.startswith("file:"):
+                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            # Parallel flow runs write to the same file: wait for the lock instead of failing at once.
+            connect_args["timeout"] = 30
+        elif url.get_backend_name() == "postgresql":
+            # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; paperline installs psycopg2 (as MLflow's
+            # server docs do), so a bare URL means psycopg2 when that is what is installed.
+            if url.drivername == "postgresql" and importlib.util.find_spec("psycopg2") is not None:
+                url = url.set(drivername="postgresql+psycopg2")
+            # An unreachable server should fail in seconds with our message, not hang on TCP retries.
+            connect_args["connect_timeout"] = 10
+        try:
+            engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+            _Base.metadata.create_all(engine)
+        except (exc.SQLAlchemyError, ImportError, OSError) as error:
+            raise self._unreachable(error) from error
+        self._engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        return self._sessions
+
+    def check(self) -> None:
+        """Connect and create the tables now, so an unreachable store fails a run before any training."""
+        self._sessionmaker()
+
+    def close(self) -> None:
+        """Close the pooled connections (the next use reconnects); lets a test drop its database."""
+        if self._engine is not None:
+            self._engine.dispose()
+
+    @contextmanager
+    def _reachable(self) -> Iterator[None]:
+        # Only the store's own statements are translated: an error from the caller's code inside transaction()
+        # (MLflow's own database, say) must not be reported as this store being unreachable.
+        try:
+            yield
+        except exc.OperationalError as error:
+            raise self._unreachable(error) from error
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A session that commits when the block ends and rolls back if it raises."""
+        session = self._sessionmaker()()
+        try:
+            yield session
+            with self._reachable():
+                session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def _add(self, row: _Base, session: Session | None) -> None:
+        # Inside a caller's transaction, only flush (the id is assigned) and leave the commit to the caller.
+        if session is None:
+            with self.transaction() as own:
+                own.add(row)
+            return
+        with self._reachable():
+            session.add(row)
+            session.flush()
+
+    def record_alias_event(
+        self, *, model_name: str, alias: str, previous_version: str | int | None, new_version: str | int | None,
+        actor: str, action: str, reason: str, gate_passed: bool | None = None, details: dict[str, Any] | None = None,
+        mlflow_run_id: str | None = None, flow_run_id: str | None = None, session: Session | None = None,
+    ) -> AliasEvent:
+        """Append one alias change; with ``session``, inside the caller's transaction (not committed here)."""
+        if action not in ACTIONS:
+            raise ValueError(f"unknown alias action {action!r}; expected one of {', '.join(ACTIONS)}")
+        row = _AliasEventRow(
+            time=datetime.now(timezone.utc), model_name=model_name, alias=alias,
+            previous_version=_version(previous_version), new_version=_version(new_version), actor=actor,
+            action=action, reason=reason, gate_passed=gate_passed, details=details, mlflow_run_id=mlflow_run_id,
+            flow_run_id=flow_run_id,
+        )
+        self._add(row, session)
+        return _freeze(row, AliasEvent)
+
+    def alias_history(self, model_name: str, alias: str | None = None) -> list[AliasEvent]:
+        """Alias changes of one model, oldest first; only those of ``alias`` when given."""
+        query = select(_AliasEventRow).where(_AliasEventRow.model_name == model_name)
+        if alias is not None:
+            query = query.where(_AliasEventRow.alias == alias)
+        # id breaks ties: two events in the same clock tick keep the order they were written in.
+        query = query.order_by(_AliasEventRow.time, _AliasEventRow.id)
+        with self.transaction() as session, self._reachable():
+            return [_freeze(row, AliasEvent) for row in session.scalars(query)]
+
+    def record_lineage(self, **fields: Any) -> LineageRecord:
+        """Append one pipeline run's lineage; ``project`` and ``status`` are required, the rest may be None."""
+        unknown = sorted(set(fields) - _LINEAGE_FIELDS)
+        if unknown:
+            raise TypeError(f"unknown lineage field(s): {', '.join(unknown)}")
+        for required in ("project", "status"):
+            if not fields.get(required):
+                raise ValueError(f"a lineage record needs a {required}")
+        if fields["status"] not in LINEAGE_STATUSES:
+            raise ValueError(
+                f"unknown lineage status {fields['status']!r}; expected one of {', '.join(LINEAGE_STATUSES)}"
+            )
+        fields.setdefault("time", datetime.now(timezone.utc))
+        fields["model_version"] = _version(fields.get("model_version"))
+        row = _LineageRow(**fields)
+        self._add(row, None)
+        return _freeze(row, LineageRecord)
+
+    def lineage(
+        self, *, project: str | None = None, mlflow_run_id: str | None = None, flow_run_id: str | None = None
+    ) -> list[LineageRecord]:
+        """Lineage records matching every filter given, oldest first."""
+        query = select(_LineageRow)
+        filters = {"project": project, "mlflow_run_id": mlflow_run_id, "flow_run_id": flow_run_id}
+        for column, value in filters.items():
+            if value is not None:
+                query = query.where(getattr(_LineageRow, column) == value)
+        with self.transaction() as session, self._reachable():
+            rows = session.scalars(query.order_by(_LineageRow.time, _LineageRow.id))
+            return [_freeze(row, LineageRecord) for row in rows]

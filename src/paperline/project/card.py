@@ -1,0 +1,57 @@
+"""The method card (`projects/<name>/project.yaml`): the paper, the data kinds it reads, the primary metric and
+the reference results a run is checked against."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from paperline.core.config import StrictModel
+
+
+class Paper(StrictModel):
+    title: str
+    arxiv: str | None = None
+    venue: str | None = None
+    bibtex: str
+
+
+class ReferenceImplementation(StrictModel):
+    url: str
+    commit: str | None = None
+
+
+class DataNeed(StrictModel):
+    """A dataset the method reads and its data kind (a file in paperline/data/kinds/)."""
+
+    dataset: str
+    kind: str
+
+
+class PrimaryMetric(StrictModel):
+    name: str
+    greater_is_better: bool = True
+
+
+class ReferenceResult(StrictModel):
+    metric: str
+    value: float
+    tolerance: float
+    provenance: str  # "paper Table N" or "our run <mlflow run id> on <hardware>"
+    config: str = "default"
+
+
+class MethodCard(StrictModel):
+    name: str
+    title: str
+    paper: Paper
+    papers: list[Paper] = Field(default_factory=list)  # further papers a config reproduces
+    reference_implementation: ReferenceImplementation | None = None
+    data: list[DataNeed]
+    base_model: str
+    primary_metric: PrimaryMetric
+    reference_results: list[ReferenceResult] = Field(default_factory=list)
+    deviations: list[str] = Field(default_factory=list)
+    status: str = Field(pattern="^(experimental|stable)$")
+
+    def kind_of(self, dataset: str) -> str | None:
+        return next((need.kind for need in self.data if need.dataset == dataset), None)

@@ -1,0 +1,189 @@
+"""The contract between a paper method and the platform, as types.
+
+A project's `method.py` is a module that satisfies `TrainedMethod` (it trains) or `TrainingFreeMethod` (it builds
+a servable model without training). These are `Protocol`s, as in torchtune's `recipe_interfaces.py`: a structure
+a module has, not a base class to inherit code from. `paperline.project.contract` checks a module against them
+when projects are discovered, so a broken method is listed as broken, with the reason, before any run.
+
+What crosses the boundary is typed:
+
+- in: the resolved `Config` (a `ProjectConfig` subclass the method declares), `ProjectData` (typed rows per
+  dataset and split, at their DVC version) and a `RunContext` (where to write, whether to show progress, the
+  upstream models consumed);
+- out of `train`/`prepare`: a `TrainedModel` (a folder, a flavor from a closed set, an optional `PyfuncSpec`
+  for serving, training metrics for the run, and named outputs that `evaluate` reads back);
+- out of `evaluate`: an `Evaluation` (metrics, artifacts, tables, tags).
+
+Nothing here imports Prefect, MLflow, DVC or GX: a method can be run and tested without the orchestration stack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol, get_args
+
+from paperline.core.config import ProjectConfig
+from paperline.core.errors import PaperlineError
+from paperline.data.datasets import DatasetRef, read_split
+
+Flavor = Literal["sentence_transformers", "pyfunc"]
+FLAVORS: tuple[str, ...] = get_args(Flavor)
+
+
+class ContractError(PaperlineError, LookupError):
+    """A method broke the contract (a wrong flavor, a missing output or metric); the message names what."""
+
+
+@dataclass(frozen=True)
+class PyfuncSpec:
+    """How MLflow logs a model as a pyfunc: a models-from-code file (no pickles), its artifacts, the code it
+    imports and the pinned requirements a serving environment installs. Build it with
+    `paperline.project.helpers.pyfunc_spec`, which pins the requirements from this environment."""
+
+    python_model: Path
+    artifacts: dict[str, Path]
+    pip_requirements: list[str]
+    code_paths: list[Path] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def log_model_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of `mlflow.pyfunc.log_model` (besides the model's name)."""
+        return {"python_model": str(self.python_model), "artifacts": {k: str(v) for k, v in self.artifacts.items()},
+                "code_paths": [str(p) for p in self.code_paths] or None, "pip_requirements": self.pip_requirements,
+                "metadata": self.metadata}
+
+
+@dataclass
+class TrainedModel:
+    """What `train` or `prepare` returns.
+
+    - `path`: the model folder (for `sentence_transformers`, what `SentenceTransformer(path)` loads);
+    - `flavor`: how it is logged and served, one of `FLAVORS`; a `pyfunc` needs `serving`;
+    - `metrics`: numbers about training (steps, seconds, loss) that the run logs next to the evaluation's;
+    - `notes`: short facts about training (device, precision, a chosen setting) the run records as tags;
+    - `outputs`: named files or folders that `evaluate` reads back (a baseline model, a search log): the only
+      state handed from `train` to `evaluate`, so a cached `train` result is enough to evaluate again.
+    """
+
+    path: Path
+    flavor: Flavor = "sentence_transformers"
+    serving: PyfuncSpec | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+    outputs: dict[str, Path] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        if self.flavor not in FLAVORS:
+            raise ContractError(f"TrainedModel flavor '{self.flavor}' is not one of {', '.join(FLAVORS)}")
+        if self.flavor == "pyfunc" and self.serving is None:
+            raise ContractError("a TrainedModel of flavor 'pyfunc' needs `serving=PyfuncSpec(...)`")
+        if self.flavor != "pyfunc" and self.serving is not None:
+            raise ContractError(f"`serving` is for pyfunc models; flavor '{self.flavor}' is logged by its own flavor")
+        bad = {k: v for k, v in self.metrics.items() if not isinstance(v, (int, float)) or isinstance(v, bool)}
+        if bad:
+            raise ContractError(f"TrainedModel.metrics must be numbers; put {sorted(bad)} in `notes` or `outputs`")
+
+    def output(self, name: str) -> Path:
+        """A named output of `train`; one clear error when it was not produced."""
+        if name not in self.outputs:
+            raise ContractError(f"the trained model has no output '{name}' (has: {', '.join(self.outputs) or 'none'})")
+        return Path(self.outputs[name])
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]
+    artifacts: dict[str, Path] = field(default_factory=dict)  # name -> file (plot, report) to attach to the run
+    tables: dict[str, dict[str, list]] = field(default_factory=dict)  # name -> columns, logged as MLflow tables
+    tags: dict[str, str] = field(default_factory=dict)  # name -> text (a content hash, a chosen setting) for the run
+
+
+@dataclass(frozen=True)
+class UpstreamModel:
+    """A registered model a run consumes, resolved to one version: who it is, and a local copy of its files.
+
+    `path` is the MLflow model folder as downloaded (its `MLmodel` file and artifacts); `cache_key` is the
+    `paperline.cache_key` tag of that version, which identifies what produced it.
+    """
+
+    role: str  # the key under `upstream:` in the config, e.g. "teacher"
+    project: str
+    name: str  # registered model name
+    alias: str
+    version: str
+    run_id: str | None
+    cache_key: str | None
+    path: Path
+
+    def identity(self) -> str:
+        """What a consuming run's cache key covers: the version, and the cache key that produced it."""
+        return f"{self.name}@v{self.version}:{self.cache_key or self.run_id}"
+
+    def tags(self) -> dict[str, str]:
+        """The lineage a consuming run records (MLflow run and model version tags)."""
+        prefix = f"paperline.upstream.{self.role}"
+        return {f"{prefix}.project": self.project, f"{prefix}.model": self.name, f"{prefix}.version": self.version,
+                f"{prefix}.alias": self.alias, f"{prefix}.run_id": self.run_id or ""}
+
+    def record(self) -> dict[str, str | None]:
+        return {"project": self.project, "model": self.name, "version": self.version, "alias": self.alias,
+                "run_id": self.run_id, "cache_key": self.cache_key}
+
+
+@dataclass
+class RunContext:
+    """Where a method may write (its checkpoints and outputs), how it should report progress, and the
+    upstream models it consumes, by role."""
+
+    workdir: Path
+    progress: bool = True
+    upstream: dict[str, UpstreamModel] = field(default_factory=dict)
+
+    def upstream_model(self, role: str) -> UpstreamModel:
+        if role not in self.upstream:
+            raise ContractError(f"this run has no upstream model '{role}'; name it under `upstream:` in the config "
+                                f"(have: {', '.join(self.upstream) or 'none'})")
+        return self.upstream[role]
+
+
+@dataclass
+class ProjectData:
+    """The datasets of a run at their DVC version: `data.read("stsb", "train")` gives typed rows."""
+
+    refs: dict[str, DatasetRef]
+
+    def read(self, dataset: str, split: str, max_rows: int | None = None) -> list:
+        if dataset not in self.refs:
+            raise ContractError(f"dataset '{dataset}' is not under `data:` in the config "
+                                f"(have: {', '.join(self.refs) or 'none'})")
+        rows = read_split(self.refs[dataset], split)
+        return rows[:max_rows] if max_rows else rows
+
+
+# ---- the method interface ----------------------------------------------------------------------------------
+
+
+class _Method(Protocol):
+    """What every method module has.
+
+    `Config` is its config schema, a `ProjectConfig` subclass; `Config.metric_names()` names the headline metrics
+    `evaluate` reports for a config, which must include the card's primary metric and reference results.
+    """
+
+    Config: type[ProjectConfig]
+
+    def evaluate(self, model: TrainedModel, cfg: Any, data: ProjectData, ctx: RunContext) -> Evaluation: ...
+
+
+class TrainedMethod(_Method, Protocol):
+    """A method that trains: `train` writes its checkpoints under `ctx.workdir` and returns the trained model."""
+
+    def train(self, cfg: Any, data: ProjectData, ctx: RunContext) -> TrainedModel: ...
+
+
+class TrainingFreeMethod(_Method, Protocol):
+    """A method with no training: `prepare` builds the servable model (a dev search, a wrapper) and returns it."""
+
+    def prepare(self, cfg: Any, data: ProjectData, ctx: RunContext) -> TrainedModel: ...

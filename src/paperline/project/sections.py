@@ -1,0 +1,92 @@
+"""Config sections and helpers that every method shares, so a `method.py` keeps only what its paper adds.
+
+- `FitSection`: the training fields of one training job (epochs, batch size, learning rate, warm-up, row and step
+  caps, checkpoint interval, device, length grouping), validated once; `settings()` builds the training core's
+  `TrainSettings`. A method subclasses it to add its own fields or change a default
+  (`learning_rate: float = Field(8e-5, gt=0)`).
+- `EvaluateSection`: which dataset and splits are scored, a row cap for smoke runs, and whether the untrained
+  base model is scored in the same run (the baseline); `rows()` reads the splits, `metric_names()` names the
+  metrics it produces (`stsb_test_spearman`, `baseline_stsb_test_spearman`).
+- `scored_pairs_dataset`, `pyfunc_spec`: rows -> `datasets.Dataset`, and a pyfunc serving spec with pinned
+  requirements.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from paperline.core.config import StrictModel
+from paperline.core.requirements import pinned_requirements
+from paperline.ml.training import TrainSettings
+from paperline.project.interface import ProjectData, PyfuncSpec
+
+
+class FitSection(StrictModel):
+    """One training job's settings (paperline.ml.training.fit)."""
+
+    epochs: float = Field(1.0, gt=0)
+    batch_size: int = Field(16, ge=2)
+    learning_rate: float = Field(2e-5, gt=0)  # SBERT's value for fine-tuning a BERT-size encoder
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)  # linear warm-up over this fraction of the steps
+    max_rows: int | None = Field(None, ge=2)  # cap on training rows, for smoke runs
+    max_steps: int = -1  # > 0 caps the optimizer steps, for smoke runs
+    checkpoint_every: int = Field(100, ge=1)  # a killed job loses at most this many steps
+    device: str = "auto"  # auto: CUDA, then MPS, then the CPU
+    group_by_length: bool = False  # batches of similar lengths: less padding (paperline.ml.batching)
+
+    def settings(self, output_dir: Path, seed: int, progress: bool = True, **extra: Any) -> TrainSettings:
+        """The `TrainSettings` of this section; `extra` passes what only the method knows (a learning-rate
+        mapping for a new head, say)."""
+        return TrainSettings(
+            output_dir=Path(output_dir), epochs=self.epochs, batch_size=self.batch_size,
+            learning_rate=self.learning_rate, warmup_ratio=self.warmup_ratio, seed=seed,
+            checkpoint_every=self.checkpoint_every, max_steps=self.max_steps, device=self.device,
+            progress=progress, group_by_length=self.group_by_length, **extra,
+        )
+
+
+class EvaluateSection(StrictModel):
+    """Held-out splits scored by `evaluate`, and the baseline scored beside them."""
+
+    dataset: str = "stsb"
+    splits: list[str] = ["dev", "test"]
+    baseline: bool = True  # also score the untrained base model: the zero-shot number the paper starts from
+    max_rows: int | None = Field(None, ge=2)  # cap on evaluation rows, for smoke runs
+    batch_size: int = Field(64, ge=1)
+
+    def rows(self, data: ProjectData) -> dict[str, list]:
+        """Split -> rows (capped at `max_rows`), in the order of `splits`."""
+        return {split: data.read(self.dataset, split, self.max_rows) for split in self.splits}
+
+    def metric_name(self, split: str, prefix: str = "") -> str:
+        return f"{prefix}{self.dataset}_{split}_spearman"
+
+    def metric_names(self) -> set[str]:
+        """`stsb_dev_spearman`, `stsb_test_spearman` and, with the baseline, `baseline_stsb_*_spearman`."""
+        prefixes = ["", "baseline_"] if self.baseline else [""]
+        return {self.metric_name(split, prefix) for split in self.splits for prefix in prefixes}
+
+
+def scored_pairs_dataset(rows: list, max_rows: int | None = None, **extra_columns: list):
+    """Scored pairs as the `datasets.Dataset` sentence-transformers' trainer takes: sentence1, sentence2 and
+    score / 5 (a similarity in [0, 1], what CoSENT, cosine and cross-encoder losses compare against). Extra
+    columns (a teacher's label, say) are added as given; `max_rows` keeps the first rows."""
+    from datasets import Dataset
+
+    rows = rows[:max_rows] if max_rows else rows
+    columns = {"sentence1": [r.sentence1 for r in rows], "sentence2": [r.sentence2 for r in rows],
+               "score": [r.score / 5.0 for r in rows]}
+    columns.update({name: values[: len(rows)] for name, values in extra_columns.items()})
+    return Dataset.from_dict(columns)
+
+
+def pyfunc_spec(python_model: Path, artifacts: dict[str, Path], packages: list[str],
+                code_paths: list[Path] | None = None, metadata: dict[str, Any] | None = None) -> PyfuncSpec:
+    """A `PyfuncSpec` whose requirements pin `packages` at the versions installed here (torch 2.13.0+cpu ->
+    torch==2.13.0), so `mlflow models serve` builds the environment the model was tested in."""
+    return PyfuncSpec(python_model=Path(python_model), artifacts=dict(artifacts),
+                      pip_requirements=pinned_requirements(packages), code_paths=list(code_paths or []),
+                      metadata=dict(metadata or {}))

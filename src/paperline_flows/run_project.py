@@ -1,0 +1,229 @@
+"""The parent flow: resolve data -> upstream models -> data gate -> train -> evaluate -> track -> register -> promote.
+
+Orchestration only: every step is a library function (paperline.ops, paperline.data) or the project's method,
+wired here as Prefect tasks. Run it as `paperline run <project>` (the CLI loads it through the `paperline.flows`
+entry point), from a deployment, or as a script: `python -m paperline_flows.run_project sbert_sts --config smoke`.
+
+Training and evaluation are cached by Prefect under `paperline.ops.cache.cache_key` (the project's files, the
+library layers that can change results, the resolved config, the dataset md5 and the upstream models); results
+persist in the workspace, so an unchanged rerun in a new process skips both and records a run that says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.exceptions import TerminationSignal
+from prefect.runtime import flow_run
+from prefect.states import Failed
+from prefect.utilities.urls import url_for
+
+from paperline.core.config import flatten
+from paperline.core.errors import PaperlineError
+from paperline.core.settings import Settings
+from paperline.data.datasets import dataset_ref, remote_url, resolve_data_version
+from paperline.data.quality import gate_datasets
+from paperline.data.quality_report import GateOutcome
+from paperline.ops import tracking, upstream
+from paperline.ops.cache import cache_key, gate_cache_key
+from paperline.ops.decisions import Lineage, git_commit
+from paperline.ops.policy import load_policy
+from paperline.ops.preflight import preflight
+from paperline.ops.promotion import register_and_promote
+from paperline.ops.registry import ModelRegistry
+from paperline.ops.store import AuditStore
+from paperline.ops.summary import RunSummary
+from paperline.project.contract import check_evaluation
+from paperline.project.discovery import Project
+from paperline.project.interface import Evaluation, ProjectData, RunContext, TrainedModel
+
+
+class _OneLineUserErrors(logging.Filter):
+    """Prefect logs a task's exception with its traceback; for errors a user caused, the message is enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], PaperlineError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+# ---- tasks: each calls one library function or one method function ------------------------------------------
+
+
+@task(name="resolve data")
+def resolve_data(settings: Settings):
+    version = resolve_data_version(settings.root)
+    if version.pulled:
+        get_run_logger().info(f"pulled data {version.md5} from the DVC remote")
+    return version
+
+
+@task(name="data gate", cache_key_fn=lambda context, parameters: parameters["key"], persist_result=True)
+def data_gate(refs, cfg, key: str) -> GateOutcome:
+    """GX validation of every split the run reads; cached per data version and gate code."""
+    outcome = gate_datasets(refs, cfg)
+    create_markdown_artifact(key="data-gate", markdown=outcome.to_markdown(), description="data gate report")
+    for line in outcome.summary_lines():
+        get_run_logger().info(line)
+    return outcome
+
+
+def _step_key(step: str):
+    return lambda context, parameters: f"{parameters['key']}-{step}"
+
+
+@task(name="train", cache_key_fn=_step_key("train"), persist_result=True)
+def train(project: Project, cfg, data: ProjectData, key: str, ctx: RunContext) -> TrainedModel:
+    method = project.method()
+    # a training-free method builds its servable model instead (TrainingFreeMethod.prepare)
+    return method.train(cfg, data, ctx) if project.trains else method.prepare(cfg, data, ctx)
+
+
+@task(name="evaluate", cache_key_fn=_step_key("evaluate"), persist_result=True)
+def evaluate(project: Project, model: TrainedModel, cfg, data: ProjectData, key: str, ctx: RunContext) -> Evaluation:
+    return project.method().evaluate(model, cfg, data, ctx)
+
+
+@task(name="register and promote")
+def register(registry, policy, project: Project, model: TrainedModel, key: str, lineage: Lineage,
+             summary: RunSummary) -> None:
+    register_and_promote(registry, policy, project.card, model, key, lineage, summary)
+
+
+def resolve_upstream(cfg, settings: Settings, client) -> dict:
+    """Every upstream model of the config at the version its alias names now, produced first where missing."""
+    models = {}
+    for role, use in cfg.upstream.items():
+        name = upstream.model_name(settings.projects_dir, use)
+        version = upstream.find(client, name, use.alias)
+        if version is None:
+            get_run_logger().info(f"{name} has no '{use.alias}' version: running project {use.project} "
+                                  f"[{use.config}] first")
+            state = run_project(use.project, use.config, use.overrides, return_state=True)
+            outcome = state.result(raise_on_failure=False)
+            if isinstance(outcome, PaperlineError):
+                raise outcome
+            if state.is_failed():
+                raise upstream.UpstreamError(f"upstream project {use.project} [{use.config}] failed: {state.message}")
+            version = upstream.find(client, name, use.alias)
+            if version is None:
+                raise upstream.missing_after_run(name, use.alias, use.project, use.config)
+        models[role] = upstream.fetch(client, version, role, use, settings.runs_dir / "upstream")
+        get_run_logger().info(f"upstream {role}: {name} v{models[role].version} (@{use.alias})")
+    return models
+
+
+# ---- the flow -------------------------------------------------------------------------------------------------
+
+
+@flow(name="paperline-run")
+def run_project(project_name: str, config_name: str = "default", overrides: list[str] | None = None):
+    """Run one project's pipeline; returns the RunSummary, or a Failed state when the data gate fails."""
+    import mlflow
+
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logging.getLogger(name).addFilter(_OneLineUserErrors())
+    settings = Settings.from_env()
+    checked = preflight(settings, project_name, config_name, overrides)  # the CLI's own result when it ran it
+    project, cfg = checked.project, checked.cfg
+    client = tracking.connect(settings)
+    store = AuditStore(settings.store_url)
+    registry = ModelRegistry(client, store, policy_path=settings.policy_path)
+    policy = load_policy(settings.policy_path, project.name)
+
+    version = resolve_data(settings)
+    refs = {name: dataset_ref(version, name, use.kind) for name, use in cfg.data.items()}
+    data = ProjectData(refs)
+    models = resolve_upstream(cfg, settings, client)  # before this run's MLflow run: it may run a flow
+    key = cache_key(project, cfg, version.md5, {role: m.identity() for role, m in models.items()})
+    ctx = RunContext(workdir=settings.runs_dir / key[:16], upstream=models)
+    lineage = Lineage(project=project.name, config=config_name, git_commit=git_commit(settings.root),
+                      dataset_md5=version.md5, flow_run_id=str(flow_run.id),
+                      flow_run_url=url_for("flow-run", obj_id=flow_run.id) or "",
+                      model_name=cfg.model_name or project.name, upstream=models)
+    summary = RunSummary(project=project.name, config=config_name, status="running", dataset_md5=version.md5,
+                         model_name=lineage.model_name, flow_run_id=lineage.flow_run_id,
+                         flow_run_url=lineage.flow_run_url)
+    experiment = tracking.experiment_id(client, project.name, settings.artifact_root)
+    with mlflow.start_run(experiment_id=experiment, run_name=f"{project.name}-{config_name}",
+                          tags=lineage.tags()) as run:
+        summary.mlflow_run_id, summary.mlflow_experiment_id = run.info.run_id, experiment
+        mlflow.log_params(flatten(cfg))
+        mlflow.log_params({f"upstream.{role}.version": m.version for role, m in models.items()})
+        for name, ref in refs.items():
+            tracking.log_dataset(ref, cfg.data[name].splits, context="train+eval", remote=remote_url(settings.root))
+
+        gate = data_gate(refs, cfg, gate_cache_key(cfg, version.md5))
+        tracking.log_gate(gate)
+
+        def record(status: str, **fields) -> None:
+            store.record_lineage(**lineage.record(status=status, mlflow_run_id=summary.mlflow_run_id,
+                                                  gate_passed=gate.passed, cache_key=key, **fields))
+
+        if not gate.passed:
+            summary.status, summary.message = "gate-failed", "; ".join(gate.summary_lines())
+            record("gate-failed")
+            mlflow.set_tag("paperline.status", "gate-failed")
+            mlflow.end_run(status="FAILED")
+            return Failed(message=f"data gate failed: {summary.message}", data=summary)
+
+        try:
+            _train_evaluate_register(project, cfg, data, key, ctx, registry, policy, lineage, summary)
+        except BaseException as error:  # the run's lineage says how it ended, whatever ended it (Ctrl-C too)
+            # Prefect turns SIGTERM into TerminationSignal inside a flow; the CLI then stops as for Ctrl-C
+            status = "interrupted" if isinstance(error, (KeyboardInterrupt, TerminationSignal)) else "failed"
+            record(status, details={"error": str(error) or type(error).__name__})
+            mlflow.set_tag("paperline.status", status)
+            raise
+        record(summary.status, model_version=summary.model_version,
+               details={"metrics": summary.metrics, "decision": summary.decision})
+        _remove_checkpoints(ctx.workdir)
+    create_markdown_artifact(key="run-summary", markdown="\n".join(["```", *summary.lines(), "```"]))
+    return summary
+
+
+def _train_evaluate_register(project, cfg, data, key, ctx, registry, policy, lineage, summary) -> None:
+    import mlflow
+
+    trained = train(project, cfg, data, key, ctx, return_state=True)
+    model = trained.result()
+    if not model.path.exists():  # the cached result outlived its files (workspace cleaned): recompute
+        trained = train.with_options(refresh_cache=True)(project, cfg, data, key, ctx, return_state=True)
+        model = trained.result()
+    evaluated = evaluate(project, model, cfg, data, key, ctx, return_state=True)
+    evaluation = evaluated.result()
+    check_evaluation(project, cfg, evaluation)
+    summary.cache_hit = trained.name == "Cached" and evaluated.name == "Cached"
+    summary.metrics = evaluation.metrics
+    tracking.log_results(model, evaluation)
+    for name, columns in evaluation.tables.items():  # grids and curves, readable in the dashboard
+        create_table_artifact(key=name.replace("_", "-"), table=columns, description=f"{project.name}: {name}")
+    mlflow.set_tag("paperline.cache_hit", str(summary.cache_hit))
+    register(registry, policy, project, model, key, lineage, summary)
+    summary.status = "cached" if summary.cache_hit else "registered"
+    mlflow.set_tag("paperline.status", summary.status)
+
+
+def _remove_checkpoints(workdir: Path) -> None:
+    """Checkpoints exist to resume a killed job; once the model is registered they are only disk (~270 MB each)."""
+    for folder in sorted(workdir.glob("**/checkpoint-*"), reverse=True):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("project")
+    parser.add_argument("--config", default="default")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    print(run_project(args.project, args.config, args.overrides))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""The package's layering, checked by import-linter's contracts in pyproject.toml (a real tool, not a list here)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+
+
+def _lint(root: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    return subprocess.run([str(LINT_IMPORTS), "--no-cache", "--config", str(root / "pyproject.toml")], cwd=root,
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def _copy(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
+    return root
+
+
+def test_the_layering_contracts_hold():
+    result = _lint(REPO)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "0 broken" in result.stdout
+
+
+def test_an_ml_module_that_imports_mlflow_breaks_the_contract(tmp_path):
+    root = _copy(tmp_path)
+    training = root / "src" / "paperline" / "ml" / "training.py"
+    training.write_text(training.read_text() + "\n\ndef _log():\n    import mlflow\n")
+    result = _lint(root)
+    assert result.returncode != 0 and "BROKEN" in result.stdout
+    assert "paperline.ml.training -> mlflow" in result.stdout
+
+
+def test_the_library_importing_a_flow_or_a_higher_layer_breaks_the_contracts(tmp_path):
+    root = _copy(tmp_path)
+    registry = root / "src" / "paperline" / "ops" / "registry.py"
+    registry.write_text(registry.read_text() + "\n\ndef _flow():\n    import paperline_flows.run_project\n")
+    config = root / "src" / "paperline" / "core" / "config.py"
+    config.write_text(config.read_text() + "\n\ndef _up():\n    from paperline.project import discovery\n")
+    result = _lint(root)
+    assert result.returncode != 0
+    assert "paperline.ops.registry -> paperline_flows.run_project" in result.stdout
+    assert "paperline.core.config -> paperline.project.discovery" in result.stdout
