@@ -140,6 +140,7 @@ def cmd_data_validate(args) -> int:
     settings = _settings()
     # dataset -> kind -> the projects whose card reads the dataset as that kind
     readers: dict[str, dict[str, list[str]]] = {}
+    floors: dict[str, dict[str, int]] = {}  # dataset -> split -> fewest rows the cards accept
     for project in discover(settings.projects_dir).values():
         if project.card is None:  # a card that does not validate names no data; `paperline ls` says why
             continue
@@ -149,6 +150,9 @@ def cmd_data_validate(args) -> int:
             except UnknownKindError as exc:
                 raise UnknownKindError(f"{project.name}/project.yaml, dataset '{need.dataset}': {exc}") from None
             readers.setdefault(need.dataset, {}).setdefault(need.kind, []).append(project.name)
+            for split, rows in need.min_rows.items():  # the strictest floor any card states
+                floor = floors.setdefault(need.dataset, {})
+                floor[split] = max(rows, floor.get(split, 0))
     for dataset, by_kind in sorted(readers.items()):
         if len(by_kind) > 1:
             claims = "; ".join(f"{kind} by {', '.join(sorted(names))}" for kind, names in sorted(by_kind.items()))
@@ -159,7 +163,8 @@ def cmd_data_validate(args) -> int:
     kinds = {name: next(iter(readers[name])) for name in folders if name in readers}  # one each, checked above
     uses = {name: DatasetUse(kind=kind, splits=sorted(f.stem for f in (version.path / name).glob("*.tsv")))
             for name, kind in kinds.items()}
-    outcome = gate_datasets({n: dataset_ref(version, n, u.kind) for n, u in uses.items()}, ProjectConfig(data=uses))
+    outcome = gate_datasets({n: dataset_ref(version, n, u.kind) for n, u in uses.items()}, ProjectConfig(data=uses),
+                            min_rows=floors)
     for result in outcome.results:
         prefix = f"{result.dataset}: " if result.passed else ""  # a failure line names its dataset already
         print("\n".join(prefix + line for line in result.summary_lines()))

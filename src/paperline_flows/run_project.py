@@ -65,9 +65,10 @@ def resolve_data(settings: Settings):
 
 
 @task(name="data gate", cache_key_fn=lambda context, parameters: parameters["key"], persist_result=True)
-def data_gate(refs, cfg, key: str) -> GateOutcome:
-    """GX validation of every split the run reads; cached per data version and gate code."""
-    outcome = gate_datasets(refs, cfg)
+def data_gate(refs, cfg, min_rows: dict, key: str) -> GateOutcome:
+    """GX validation of every split the run reads, with the card's row floors; cached per data version, floors
+    and gate code."""
+    outcome = gate_datasets(refs, cfg, min_rows=min_rows)
     create_markdown_artifact(key="data-gate", markdown=outcome.to_markdown(), description="data gate report")
     for line in outcome.summary_lines():
         get_run_logger().info(line)
@@ -159,7 +160,8 @@ def run_project(project_name: str, config_name: str = "default", overrides: list
         for name, ref in refs.items():
             tracking.log_dataset(ref, cfg.data[name].splits, context="train+eval", remote=remote_url(settings.root))
 
-        gate = data_gate(refs, cfg, gate_cache_key(cfg, version.md5))
+        floors = project.card.min_rows()
+        gate = data_gate(refs, cfg, floors, gate_cache_key(cfg, version.md5, floors))
         tracking.log_gate(gate)
 
         def record(status: str, **fields) -> None:

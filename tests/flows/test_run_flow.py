@@ -99,12 +99,22 @@ def test_corrupted_data_version_fails_the_gate_and_registers_nothing(workspace):
     fields[4], fields[5] = "9.5", ""  # a score out of range and an empty sentence
     lines[1] = "\t".join(fields)
     dev.write_text("\n".join(lines) + "\n")
+    # What used to pass: a train split cut to 10 rows (the card's floor is 5,000) and a million-character sentence.
+    train = workspace.root / "data" / "stsb" / "train.tsv"
+    train.write_text("\n".join(train.read_text().splitlines()[:11]) + "\n")
+    test = workspace.root / "data" / "stsb" / "test.tsv"
+    rows = test.read_text().splitlines()
+    fields = rows[1].split("\t")
+    fields[5] = "word " * 200_000
+    test.write_text("\n".join([rows[0], "\t".join(fields), *rows[2:]]) + "\n")
     subprocess.run([str(BIN / "dvc"), "add", "-q", "data"],
                    cwd=workspace.root, env=workspace.env, check=True)
     result, _ = _run(workspace)
     assert result.returncode == 3, result.stdout[-2000:] + result.stderr[-2000:]
     assert "data gate failed" in result.stderr
     assert "stsb/dev" in result.stderr and "score" in result.stderr
+    assert "stsb/train: expect_table_row_count_to_be_between: row count outside [5000," in result.stderr
+    assert "stsb/test: expect_column_value_lengths_to_be_between(sentence1)" in result.stderr
     client = workspace.client()
     assert client.search_registered_models() == []
     (run,) = _runs(workspace)

@@ -158,8 +158,8 @@ def test_definitions_fixtures_pass_the_gate():
     result = gate_splits("definitions", "definitions", fixture_splits("definitions"))
     assert result.passed, "\n".join(result.summary_lines())
     assert result.split_rows == {"train": 6, "dev": 5, "test": 5}
-    # Per split: row count, 2 columns exist, 3 per text column, pos in set, duplicates; plus 2 leakage checks.
-    assert result.evaluated == 3 * 11 + 2
+    # Per split: row count, 2 columns exist, 4 per text column, pos in set, duplicates; plus 2 leakage checks.
+    assert result.evaluated == 3 * 13 + 2
     assert {o.column for o in result.outcomes if "+" in o.split} == {"term_in_train"}
 
 
@@ -241,8 +241,8 @@ def test_real_wordnet_definitions_pass_with_the_kinds_default_limits():
 def test_texts_fixtures_pass_the_gate_and_read_as_typed_rows():
     result = gate_splits("sentences", "texts", fixture_splits("texts"))
     assert result.passed, "\n".join(result.summary_lines())
-    # Per split: row count, the column exists, 3 text checks, duplicates; plus 2 leakage checks.
-    assert result.evaluated == 3 * 6 + 2
+    # Per split: row count, the column exists, 4 text checks, duplicates; plus 2 leakage checks.
+    assert result.evaluated == 3 * 7 + 2
     rows = read_split(DatasetRef("sentences", "texts", FIXTURES / "texts", "-"), "dev")
     assert rows == [Text("A man with a hard hat is dancing."), Text("A young child is riding a horse."),
                     Text("A man is feeding a mouse to a snake."), Text("A woman is playing the guitar.")]

@@ -76,8 +76,8 @@ def test_real_stsb_passes_with_default_limits():
     assert result.summary_lines() == [
         f"passed: {result.evaluated} expectations on splits train (5749 rows), dev (1500 rows), test (1379 rows)"
     ]
-    # 14 per split (row count, 3 columns exist, 3 per text column, 3 for score, duplicates) + 2 leakage checks.
-    assert result.evaluated == 3 * 14 + 2
+    # 16 per split (row count, 3 columns exist, 4 per text column, 3 for score, duplicates) + 2 leakage checks.
+    assert result.evaluated == 3 * 16 + 2
 
 
 def test_real_stsb_known_duplicates_and_overlap_fail_strict_limits():
@@ -373,3 +373,46 @@ def test_module_imports_without_great_expectations():
         "assert 'pandas' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# ---- data that used to pass the gate (fault-injection findings) -----------------------------------------------
+
+
+def test_a_million_character_sentence_fails_the_gate_and_the_report_cuts_it(stsb_splits):
+    stsb_splits["train"].loc[3, "sentence1"] = "word " * 200_000
+    result = gate_splits("stsb", "scored_pairs", stsb_splits)
+    assert not result.passed
+    (failure,) = result.failures
+    assert failure.split == "train" and failure.column == "sentence1"
+    assert "longer than 5,000 characters in 1 of 40 rows" in failure.detail
+    shown = failure.sample_rows[0]["sentence1"]
+    assert len(shown) < 400 and shown.endswith("(1,000,000 characters)")
+
+
+def test_a_split_cut_below_the_cards_floor_fails_the_gate(stsb_splits):
+    assert gate_splits("stsb", "scored_pairs", stsb_splits, min_rows={"train": 30}).passed
+    result = gate_splits("stsb", "scored_pairs", stsb_splits, min_rows={"train": 5000, "test": 1000})
+    (failure,) = result.failures
+    assert failure.split == "train" and "row count outside [5000," in failure.detail
+
+
+def test_a_file_that_is_not_utf8_is_a_gate_failure_naming_the_file_and_line(tmp_path):
+    from paperline.core.config import DatasetUse, ProjectConfig
+    from paperline.data.datasets import DatasetRef
+    from paperline.data.quality import gate_datasets
+
+    folder = tmp_path / "stsb"
+    folder.mkdir()
+    for name, frame in {"train": stsb_frame(40), "dev": stsb_frame(20, first_id=100)}.items():
+        frame.to_csv(folder / f"{name}.tsv", sep="\t", index=False)
+    raw = (folder / "dev.tsv").read_bytes().split(b"\n")
+    raw[5] = raw[5].replace(b"guitar", b"guit\xe4r")  # latin-1, not UTF-8
+    (folder / "dev.tsv").write_bytes(b"\n".join(raw))
+    cfg = ProjectConfig(data={"stsb": DatasetUse(kind="scored_pairs", splits=["train", "dev"])})
+    outcome = gate_datasets({"stsb": DatasetRef("stsb", "scored_pairs", folder, "v")}, cfg)
+    assert not outcome.passed
+    (failure,) = outcome.results[0].failures
+    assert failure.split == "dev" and failure.expectation == "file_is_utf8_text"
+    assert f"{folder / 'dev.tsv'} is not UTF-8 text: byte 0xe4 on line 6" in failure.detail
+    assert "guit\ufffdr" in failure.sample_rows[0]["text"]
+    assert outcome.results[0].split_rows == {"train": 40, "dev": 0}

@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from paperline.data.datasets import DatasetRef, read_frame
@@ -100,22 +101,29 @@ def gate_splits(
     splits: dict[str, pd.DataFrame],
     limits: GateLimits | None = None,
     train_split: str = "train",
+    unreadable: dict[str, ExpectationFailure] | None = None,
+    min_rows: dict[str, int] | None = None,
 ) -> GateResult:
     """Validate every split of ``dataset`` as data of ``kind``; never raises for bad data, only for bad arguments
-    (an unknown kind is an ``UnknownKindError``)."""
+    (an unknown kind is an ``UnknownKindError``). ``unreadable`` holds the splits whose file could not be read
+    as text (see ``read_split_file``): each is a failed expectation of the result. ``min_rows`` raises the row
+    floor of named splits (a project card's bound for its dataset: a split cut to 10 rows must not train)."""
     data_kind = get_kind(kind)
-    if not splits:
+    unreadable = unreadable or {}
+    if not splits and not unreadable:
         raise ValueError(f"no splits given to gate for dataset '{dataset}'")
     limits = (limits or GateLimits()).for_kind(data_kind)
     gx = _import_gx()
     batch_definition = _batch_definition(gx)
     train_keys = _train_keys(splits, data_kind, limits, train_split)
 
-    outcomes: list[ExpectationOutcome] = []
-    failures: list[ExpectationFailure] = []
+    failures: list[ExpectationFailure] = list(unreadable.values())
+    outcomes = [ExpectationOutcome(f.split, f.expectation, None, False, f.detail) for f in failures]
     for name, frame in splits.items():
         leak_keys = None if name == train_split else train_keys
-        work, checks = _plan_split(gx, name, frame, data_kind, limits, leak_keys, train_split)
+        floor = max(limits.min_rows, (min_rows or {}).get(name, 0))
+        work, checks = _plan_split(gx, name, frame, data_kind, replace(limits, min_rows=floor, max_rows=max(
+            floor, limits.max_rows)), leak_keys, train_split)
         for check, result in _validate(gx, batch_definition, work, checks):
             outcomes.append(_outcome(check, result))
             if not result.success:
@@ -126,7 +134,7 @@ def gate_splits(
         passed=not failures,
         evaluated=len(outcomes),
         failures=failures,
-        split_rows={name: len(frame) for name, frame in splits.items()},
+        split_rows={name: len(frame) for name, frame in splits.items()} | {name: 0 for name in unreadable},
         outcomes=outcomes,
     )
 
@@ -186,7 +194,7 @@ def _plan_split(gx, name, frame, kind: DataKind, limits, leak_keys, train_split)
     # A column that is missing is reported once, by its existence check, not again by every check that needs it.
     for column in kind.text_columns:
         if column in work.columns:
-            checks += _text_checks(E, name, column)
+            checks += _text_checks(E, name, column, kind.max_text_length)
     checks += [_Check(name, c.column, c.expectation, c.phrase) for c in kind.expectations(E, name, work)]
     duplicate_key = kind.identity_for_duplicates
     if _has_columns(work, duplicate_key):
@@ -207,13 +215,15 @@ def _column_exists(E, split: str, column: str, frame: pd.DataFrame) -> _Check:
     return _Check(split, column, E.ExpectColumnToExist(column=column), f"column '{column}' missing", detail)
 
 
-def _text_checks(E, split: str, column: str) -> list[_Check]:
+def _text_checks(E, split: str, column: str, max_length: int) -> list[_Check]:
     return [
         _Check(split, column, E.ExpectColumnValuesToNotBeNull(column=column), f"{column} is null"),
         _Check(split, column, E.ExpectColumnValuesToBeOfType(column=column, type_="str"), f"{column} is not a string"),
         # Search for one non-space character: "" and "  " fail, nulls are left to the null check.
         _Check(split, column, E.ExpectColumnValuesToMatchRegex(column=column, regex=r"\S"),
                f"{column} is empty or whitespace-only"),
+        _Check(split, column, E.ExpectColumnValueLengthsToBeBetween(column=column, max_value=max_length),
+               f"{column} longer than {max_length:,} characters"),
     ]
 
 
@@ -347,7 +357,14 @@ def _percent(count: int, total: int) -> str:
 
 
 def _rows(frame: pd.DataFrame, positions: list[int]) -> list[dict]:
-    return [{str(k): _plain(v) for k, v in frame.iloc[int(p)].items()} for p in positions]
+    return [{str(k): _shown(_plain(v)) for k, v in frame.iloc[int(p)].items()} for p in positions]
+
+
+def _shown(value: Any, limit: int = 300) -> Any:
+    """A sample value as the report shows it: a text over `limit` characters is cut, with its length said."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]}... ({len(value):,} characters)"
+    return value
 
 
 def _plain(value: Any) -> Any:
@@ -365,11 +382,40 @@ def _plain(value: Any) -> Any:
 # Every dataset of a run
 
 
-def gate_datasets(refs: dict[str, DatasetRef], cfg: ProjectConfig, limits: dict | None = None) -> GateOutcome:
-    """Validate every split of every dataset the config reads, with the GX suite of its data kind."""
+def gate_datasets(refs: dict[str, DatasetRef], cfg: ProjectConfig, limits: dict | None = None,
+                  min_rows: dict[str, dict[str, int]] | None = None) -> GateOutcome:
+    """Validate every split of every dataset the config reads, with the GX suite of its data kind; `min_rows`
+    gives per dataset the smallest row count of each split (from the project cards)."""
     results = []
     for name, use in cfg.data.items():
         ref = refs[name]
-        frames = {split: read_frame(ref.split_path(split), ref.kind) for split in use.splits}
-        results.append(gate_splits(name, ref.kind, frames, GateLimits(**(limits or {}))))
+        frames, unreadable = {}, {}
+        for split in use.splits:
+            frame, failure = read_split_file(ref.split_path(split), ref.kind, split)
+            if failure is None:
+                frames[split] = frame
+            else:
+                unreadable[split] = failure
+        results.append(gate_splits(name, ref.kind, frames, GateLimits(**(limits or {})), unreadable=unreadable,
+                                   min_rows=(min_rows or {}).get(name)))
     return GateOutcome(results)
+
+
+def read_split_file(path: Path, kind: str, split: str) -> tuple[pd.DataFrame | None, ExpectationFailure | None]:
+    """The split's frame, or, for a file that is not UTF-8 text, the gate's failure naming the file and the first
+    bad line (with that line shown, its bad bytes replaced), so the run stops at the gate and not in a reader."""
+    try:
+        return read_frame(path, kind), None
+    except UnicodeDecodeError:
+        raw = path.read_bytes()
+        try:  # the reader's error counts from its buffer, not the file: find the first bad byte in the file
+            raw.decode("utf-8")
+            raise
+        except UnicodeDecodeError as error:
+            start = error.start
+        line = raw.count(b"\n", 0, start) + 1
+        text = raw.split(b"\n")[line - 1].decode("utf-8", errors="replace")
+        detail = (f"{path} is not UTF-8 text: byte 0x{raw[start]:02x} on line {line} cannot be decoded; "
+                  "re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`) and add it as a new version")
+        return None, ExpectationFailure(split=split, expectation="file_is_utf8_text", column=None, detail=detail,
+                                        sample_rows=[{"line": line, "text": _shown(text)}])

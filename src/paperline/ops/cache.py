@@ -38,7 +38,9 @@ def cache_key(project: Project, cfg: ProjectConfig, dataset_md5: str, upstream: 
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def gate_cache_key(cfg: ProjectConfig, dataset_md5: str) -> str:
-    """The gate's verdict depends only on the data version, the datasets and splits read, and the gate's code."""
+def gate_cache_key(cfg: ProjectConfig, dataset_md5: str, min_rows: dict | None = None) -> str:
+    """The gate's verdict depends only on the data version, the datasets and splits read, the row floors of the
+    card, and the gate's code."""
     uses = sorted((name, use.kind, tuple(use.splits)) for name, use in cfg.data.items())
-    return hashlib.sha256(repr((uses, dataset_md5, library_digest(GATE_SUBPACKAGES))).encode()).hexdigest()
+    floors = sorted((name, sorted(splits.items())) for name, splits in (min_rows or {}).items())
+    return hashlib.sha256(repr((uses, floors, dataset_md5, library_digest(GATE_SUBPACKAGES))).encode()).hexdigest()

@@ -21,10 +21,15 @@ class ReferenceImplementation(StrictModel):
 
 
 class DataNeed(StrictModel):
-    """A dataset the method reads and its data kind (a file in paperline/data/kinds/)."""
+    """A dataset the method reads and its data kind (a file in paperline/data/kinds/).
+
+    `min_rows` is the smallest each split may be, per split: the data gate fails a version whose split shrank below
+    it (a truncated export that still parses trains a worse model that looks fine).
+    """
 
     dataset: str
     kind: str
+    min_rows: dict[str, int] = Field(default_factory=dict)
 
 
 class PrimaryMetric(StrictModel):
@@ -55,3 +60,7 @@ class MethodCard(StrictModel):
 
     def kind_of(self, dataset: str) -> str | None:
         return next((need.kind for need in self.data if need.dataset == dataset), None)
+
+    def min_rows(self) -> dict[str, dict[str, int]]:
+        """Dataset -> split -> the smallest row count the data gate accepts."""
+        return {need.dataset: dict(need.min_rows) for need in self.data if need.min_rows}

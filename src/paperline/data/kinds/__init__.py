@@ -89,6 +89,9 @@ class DataKind:
     - `key`: the row identity for leakage (a held-out row that is also in train); `duplicate_key`: the identity
       for duplicates within a split, `key` when not given.
     - `max_duplicate_fraction`, `max_leakage_fraction`: the kind's default limits; `GateLimits` may override them.
+    - `max_text_length`: the longest value a text column may hold, in characters. The default (5,000) is 13 times
+      the longest STS-B sentence and 10 times the longest WordNet gloss; a million-character row is a broken
+      file (a lost delimiter or quote), not a sentence, and would only be truncated by the tokenizer unseen.
     """
 
     name: str
@@ -102,6 +105,7 @@ class DataKind:
     expectations: Callable[..., list[ColumnCheck]] = _no_expectations
     max_duplicate_fraction: float = 0.01
     max_leakage_fraction: float = 0.01
+    max_text_length: int = 5_000
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
@@ -113,6 +117,8 @@ class DataKind:
             if stray:
                 raise KindDefinitionError(f"data kind '{self.name}': {what} names {', '.join(stray)}, which are "
                                           f"not among its columns {', '.join(self.columns)}")
+        if self.max_text_length < 1:
+            raise KindDefinitionError(f"data kind '{self.name}': max_text_length must be at least 1")
         for limit in ("max_duplicate_fraction", "max_leakage_fraction"):
             if not 0.0 <= getattr(self, limit) <= 1.0:
                 raise KindDefinitionError(f"data kind '{self.name}': {limit} must be in [0, 1]")
