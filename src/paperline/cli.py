@@ -234,12 +234,13 @@ def cmd_export(args) -> int:
 
     import mlflow
 
-    from paperline.ml.export import export_truncated
+    from paperline.ml.export import check_target, export_truncated
     from paperline.ops.registry import RegistryError
 
     name, sep, alias = args.model.partition("@")
     if not sep or not alias:
         raise RegistryError(f"'{args.model}' is not <name>@<alias>; e.g. matryoshka_2d@champion")
+    check_target(args.out, args.force)  # before any download: an existing or unwritable target is one line
     registry = _registry()  # also points MLflow at the workspace's tracking store
     layers, dim = args.layers, args.dim
     if layers is None or dim is None:  # a budget alias knows its cell; any other alias needs both options
@@ -255,7 +256,7 @@ def cmd_export(args) -> int:
                             "`paperline models ls` lists models and aliases") from None
     with tempfile.TemporaryDirectory() as tmp:
         model.save(tmp)
-        out = export_truncated(tmp, layers, dim, args.out)
+        out = export_truncated(tmp, layers, dim, args.out, force=args.force)
     print(f"wrote {out}: {name}@{alias} cut to {layers} layers x {dim} dims; "
           f"load it with SentenceTransformer('{out}')")
     return 0
@@ -350,7 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "alias's cell, e.g. champion-l3-d128)")
     export.add_argument("--dim", type=int, help="truncate embeddings to the first D dimensions (default: the "
                         "budget alias's cell)")
-    export.add_argument("out", help="output folder (a plain sentence-transformers model)")
+    export.add_argument("out", help="output folder (a plain sentence-transformers model); must not exist")
+    export.add_argument("--force", action="store_true", help="replace an existing output folder")
     export.set_defaults(func=cmd_export)
 
     sub.add_parser("ui", help="how to open the Prefect dashboard and the MLflow UI").set_defaults(func=cmd_ui)

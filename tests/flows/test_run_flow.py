@@ -131,6 +131,8 @@ def test_corrupted_data_version_fails_the_gate_and_registers_nothing(workspace):
         (["run", "sbert_sts", "train.stages.0.lr=1"], {}, 2, "unknown key 'train.stages.0.lr'"),
         (["run", "sbert_sts", "seed=many"], {}, 2, "'seed': Input should be a valid integer"),
         (["run", "sbert_sts", "--config", "../sbert_sts/configs/smoke"], {}, 2, "takes a config name, not a path"),
+        (["export", f"{MODEL}@champion", "projects"], {}, 1, "exists already (a folder); pass --force"),
+        (["export", f"{MODEL}@champion", "data.dvc/out"], {}, 1, "is not a writable folder"),
         (["run", "sbert_sts", "--config", "smoke"], {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}, 1,
          "MLflow at http://127.0.0.1:9 is unreachable"),
         (["rollback", MODEL, "--reason", "x"], {}, 1, f"{MODEL}"),

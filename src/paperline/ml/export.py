@@ -12,6 +12,9 @@ Importable without Prefect, MLflow, DVC or GX.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from paperline.core.errors import PaperlineError
@@ -50,14 +53,32 @@ def truncate_layers(model, layers: int) -> None:
     auto_model.config.num_hidden_layers = layers
 
 
-def export_truncated(model_path: str | Path, layers: int, dim: int, out: str | Path) -> Path:
+def check_target(out: str | Path, force: bool = False) -> Path:
+    """Where an export may be written: refuses an existing file or folder unless `force`, and a location that
+    cannot be written, each with one line saying what to do. Call it before any slow work."""
+    out = Path(out).expanduser().absolute()
+    if out.exists() and not force:
+        what = "folder" if out.is_dir() else "file"
+        raise ExportError(f"{out} exists already (a {what}); pass --force to replace it, or choose another path")
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} is a file; an export is a folder: remove it or choose another path")
+    parent = next((p for p in out.parents if p.exists()), None)
+    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ExportError(f"cannot write {out}: {parent or out.anchor} is not a writable folder; choose another path")
+    return out
+
+
+def export_truncated(model_path: str | Path, layers: int, dim: int, out: str | Path, force: bool = False) -> Path:
     """Write a sentence-transformers folder at `out`: `model_path` cut to `layers` layers and `dim` dimensions.
 
     `SentenceTransformer(out).encode(texts)` then equals the (layers, dim) cell of
-    `paperline.ml.layer_grid` for the same texts.
+    `paperline.ml.layer_grid` for the same texts. The folder appears whole or not at all: it is written beside
+    `out` and renamed into place, so a failed export never leaves half a model, nor removes the one `--force`
+    would replace.
     """
     from sentence_transformers import SentenceTransformer
 
+    out = check_target(out, force)
     model = SentenceTransformer(str(model_path), device="cpu")
     full = model.get_embedding_dimension()
     if not 1 <= dim <= full:
@@ -65,7 +86,13 @@ def export_truncated(model_path: str | Path, layers: int, dim: int, out: str | P
     truncate_layers(model, layers)
     # None keeps the config free of a no-op truncation when the full width is asked for
     model.truncate_dim = dim if dim < full else None
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save(str(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model.save(str(staging))
+        if out.exists():  # --force: the old export goes only once the new one is complete
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return out
