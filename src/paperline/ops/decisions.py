@@ -89,7 +89,7 @@ class Lineage:
             tags.update(model.tags())
         return tags
 
-    def record(self, *, status: str, mlflow_run_id: str | None, gate_passed: bool, cache_key: str,
+    def record(self, *, status: str, mlflow_run_id: str | None, gate_passed: bool | None, cache_key: str,
                model_version: str | None = None, details: dict | None = None) -> dict[str, Any]:
         """The keyword arguments of `AuditStore.record_lineage` for how this run ended."""
         details = dict(details or {})

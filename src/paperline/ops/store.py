@@ -10,9 +10,12 @@ Nothing happens at import time: the engine is created, and the tables with it, o
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.util
 import json
 import re
+import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,7 +31,7 @@ from sqlalchemy.types import TypeDecorator
 from paperline.core.errors import PaperlineError
 
 ACTIONS = ("auto-promote", "register", "promote", "rollback")
-LINEAGE_STATUSES = ("registered", "gate-failed", "failed", "interrupted", "cached")
+LINEAGE_STATUSES = ("running", "registered", "gate-failed", "failed", "interrupted", "cached")
 
 
 class StoreError(PaperlineError):
@@ -311,15 +314,96 @@ class AuditStore:
         self._add(row, None)
         return _freeze(row, LineageRecord)
 
+    def update_lineage(self, record_id: int, **fields: Any) -> LineageRecord:
+        """Set fields of one lineage record (a run's row is written when it starts and completed when it ends)."""
+        unknown = sorted(set(fields) - _LINEAGE_FIELDS)
+        if unknown:
+            raise TypeError(f"unknown lineage field(s): {', '.join(unknown)}")
+        if "status" in fields and fields["status"] not in LINEAGE_STATUSES:
+            raise ValueError(f"unknown lineage status {fields['status']!r}")
+        if "model_version" in fields:
+            fields["model_version"] = _version(fields["model_version"])
+        with self.transaction() as session, self._reachable():
+            row = session.get(_LineageRow, record_id)
+            if row is None:
+                raise StoreError(f"no lineage record {record_id} in {self._display_url()}")
+            for name, value in fields.items():
+                setattr(row, name, value)
+            session.flush()
+            return _freeze(row, LineageRecord)
+
     def lineage(
-        self, *, project: str | None = None, mlflow_run_id: str | None = None, flow_run_id: str | None = None
+        self, *, project: str | None = None, mlflow_run_id: str | None = None, flow_run_id: str | None = None,
+        status: str | None = None,
     ) -> list[LineageRecord]:
         """Lineage records matching every filter given, oldest first."""
         query = select(_LineageRow)
-        filters = {"project": project, "mlflow_run_id": mlflow_run_id, "flow_run_id": flow_run_id}
+        filters = {"project": project, "mlflow_run_id": mlflow_run_id, "flow_run_id": flow_run_id, "status": status}
         for column, value in filters.items():
             if value is not None:
                 query = query.where(getattr(_LineageRow, column) == value)
         with self.transaction() as session, self._reachable():
             rows = session.scalars(query.order_by(_LineageRow.time, _LineageRow.id))
             return [_freeze(row, LineageRecord) for row in rows]
+
+    # ---- locks that die with their holder ----------------------------------------------------------------------
+
+    @contextmanager
+    def hold(self, name: str, wait: bool = True, timeout_s: float = 6 * 3600) -> Iterator[bool]:
+        """Hold the lock `name` for the block; yields whether it was acquired (always True when `wait`).
+
+        The lock belongs to this process and goes with it, however it ends (a SIGKILL included), so it also says
+        whether a run is still alive: `hold(f"run:{id}", wait=False)` acquires only a dead run's lock. On
+        PostgreSQL it is a session advisory lock, so every machine that shares the store sees it; on SQLite an
+        exclusive `flock` on a file beside the database (one machine, as a SQLite store is).
+        """
+        self._sessionmaker()
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        deadline = time.monotonic() + (timeout_s if wait else 0)
+        if self._engine.dialect.name == "postgresql":
+            from sqlalchemy import text
+
+            with self._reachable(), self._engine.connect() as connection:
+                acquired = self._poll(lambda: connection.execute(text("SELECT pg_try_advisory_lock(:k)"),
+                                                                 {"k": key}).scalar(), deadline, name)
+                try:
+                    yield acquired
+                finally:
+                    if acquired:
+                        connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                        connection.commit()
+            return
+        import fcntl
+
+        database = self._url.database if self._url is not None else None
+        folder = (Path(database).expanduser().parent if database and database != ":memory:"
+                  else Path(tempfile.gettempdir())) / "locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f"{key & 0xFFFFFFFFFFFFFFFF:016x}.lock", "a+") as handle:
+            def attempt() -> bool:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return True
+                except BlockingIOError:
+                    return False
+
+            acquired = self._poll(attempt, deadline, name)
+            try:
+                yield acquired
+            finally:
+                if acquired:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _poll(self, attempt, deadline: float, name: str) -> bool:
+        """Try until acquired or the deadline passes (bounded: a lock is never waited for forever); a wait that
+        runs out is an error, a single try (deadline now) just says no."""
+        waited = time.monotonic()
+        while True:
+            if attempt():
+                return True
+            if time.monotonic() >= deadline:
+                if deadline > waited:
+                    raise StoreError(f"waited {deadline - waited:.0f} s for the lock '{name}' in "
+                                     f"{self._display_url()}; another run still holds it")
+                return False
+            time.sleep(0.5)

@@ -1,0 +1,97 @@
+"""Finding runs that died and closing them, so that a kill leaves nothing half-done.
+
+A run writes its lineage row as `running` when it starts and holds the lock `run:<mlflow run id>` in the audit
+store until it ends (`AuditStore.hold`: the lock dies with the process, a SIGKILL included). A `running` row whose
+lock can be taken is therefore a run that died. `close_abandoned_runs` closes each: its MLflow run ends as
+FAILED, a model version it created without the audit row that completes a registration is deleted (the version
+and its `register` row appear together or not at all), every alias of its model is put back where the audit history says it is, and its lineage row says
+`interrupted`. Every `paperline
+run` calls it before it starts; `paperline doctor` calls it on demand and reports what it repaired.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from paperline.ops.store import AuditStore, LineageRecord
+
+
+@dataclass(frozen=True)
+class Repair:
+    project: str
+    mlflow_run_id: str | None
+    actions: list[str]
+
+    def line(self) -> str:
+        return f"{self.project} run {self.mlflow_run_id}: {'; '.join(self.actions)}"
+
+
+def close_abandoned_runs(store: AuditStore, client: Any) -> list[Repair]:
+    """Close every run whose lineage says `running` but whose process is gone; returns what was repaired."""
+    repairs = []
+    for record in store.lineage(status="running"):
+        with store.hold(f"run:{record.mlflow_run_id}", wait=False) as dead:
+            if dead:  # nobody holds the run's lock: its process ended without closing it
+                repairs.append(_close(store, client, record))
+    return repairs
+
+
+def _close(store: AuditStore, client: Any, record: LineageRecord) -> Repair:
+    from mlflow.exceptions import MlflowException
+
+    actions = []
+    if record.mlflow_run_id:
+        try:
+            if client.get_run(record.mlflow_run_id).info.status == "RUNNING":
+                client.set_tag(record.mlflow_run_id, "paperline.status", "interrupted")
+                client.set_terminated(record.mlflow_run_id, status="FAILED")
+                actions.append("MLflow run closed as FAILED")
+        except MlflowException as error:
+            actions.append(f"MLflow run not found ({str(error).splitlines()[0]})")
+        actions += _remove_half_registered(store, client, record)
+        actions += _align_aliases(store, client, record.model_name)
+    store.update_lineage(record.id, status="interrupted",
+                         details={**(record.details or {}), "error": "the run's process ended without closing it; "
+                                  "closed by the next start (paperline.ops.reconcile)"})
+    actions.append("lineage: interrupted")
+    return Repair(record.project, record.mlflow_run_id, actions)
+
+
+def _remove_half_registered(store: AuditStore, client: Any, record: LineageRecord) -> list[str]:
+    """Delete versions the dead run created whose `register` audit row was never written."""
+    if not record.model_name:
+        return []
+    registered = {e.new_version for e in store.alias_history(record.model_name) if e.action == "register"}
+    removed = []
+    for version in client.search_model_versions(f"name = {record.model_name!r}"):
+        if version.run_id == record.mlflow_run_id and str(version.version) not in registered:
+            client.delete_model_version(record.model_name, str(version.version))
+            removed.append(f"deleted half-registered version {version.version} of {record.model_name}")
+    return removed
+
+
+def _align_aliases(store: AuditStore, client: Any, name: str | None) -> list[str]:
+    """Point every audited alias where its last audit row says (a kill between moving an alias and committing
+    its row leaves the alias ahead of the history, or on a version just deleted)."""
+    from mlflow.exceptions import MlflowException
+
+    if not name:
+        return []
+    audited: dict[str, str | None] = {}
+    for event in store.alias_history(name):
+        audited[event.alias] = event.new_version
+    try:
+        current = {alias: str(version) for alias, version in client.get_registered_model(name).aliases.items()}
+    except MlflowException:
+        return []
+    fixed = []
+    for alias, version in audited.items():
+        if current.get(alias) == version:
+            continue
+        if version is None:
+            client.delete_registered_model_alias(name, alias)
+        else:
+            client.set_registered_model_alias(name, alias, version)
+        fixed.append(f"alias {alias} of {name} back on v{version or '-'} (was v{current.get(alias, '-')}), as audited")
+    return fixed
