@@ -36,9 +36,12 @@ from paperline.core.config import ProjectConfig, StrictModel
 from paperline.data.kinds.nli_pairs import NliPair
 from paperline.ml.evaluation import sts_metrics
 from paperline.ml.models import load_sentence_transformer
-from paperline.ml.training import fit
+from paperline.ml.training import fit, save_on_main
 from paperline.project.interface import Evaluation, ProjectData, RunContext, TrainedModel
 from paperline.project.sections import EvaluateSection, FitSection, scored_pairs_dataset
+
+# `nproc_per_node` > 1 runs `train` under torchrun: every file it writes besides fit's goes through save_on_main
+RANK_SAFE = True
 
 
 class Stage(FitSection):
@@ -111,11 +114,11 @@ def train(cfg: Config, data: ProjectData, ctx: RunContext) -> TrainedModel:
             continue
         result = fit(model, training_rows(stage, data, cfg.seed), make_loss(stage.loss, model),
                      stage.settings(stage_dir / "checkpoints", cfg.seed, ctx.progress))
-        model.save(str(done))
+        save_on_main(model.save, str(done))  # rank 0 writes, every rank waits for the finished folder
         metrics.update({f"{stage.name}_{k}": v for k, v in result.metrics().items()})
         notes.update({f"{stage.name}_{k}": v for k, v in result.notes().items()})
     final = ctx.workdir / "model"
-    model.save(str(final))
+    save_on_main(model.save, str(final))
     return TrainedModel(path=final, metrics=metrics, notes=notes)
 
 

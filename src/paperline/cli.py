@@ -61,6 +61,8 @@ def cmd_run(args) -> int:
         from paperline.ops.prefect_server import ensure_local_server
 
         os.environ["PREFECT_API_URL"] = ensure_local_server(settings.prefect_home)
+    if args.on:  # a worker of the deployment's pool runs it; this only submits (run_deployment) and says where
+        return _submit(args)
     run_project = _flow("run_project")
     _stop_on_interrupt()
     state = run_project(args.project, args.config, args.overrides, return_state=True)
@@ -74,6 +76,60 @@ def cmd_run(args) -> int:
         print(f"paperline: error: {state.message or 'the flow failed'}", file=sys.stderr)
         return 3 if gate_failed else 1
     print("\n".join(outcome.lines(checked.project.card.primary_metric.name)))
+    return 0
+
+
+def _submit(args) -> int:
+    """`paperline run ... --on DEPLOYMENT_OR_POOL`: create the flow run on the Prefect server and return."""
+    submitted = _flow("submit")(args.on, args.project, args.config, args.overrides)
+    print(f"{args.project} [{args.config}]: submitted to {submitted['deployment']} (work pool "
+          f"{submitted['work_pool'] or '-'}); a worker of that pool runs it (`prefect worker start --pool "
+          f"{submitted['work_pool'] or 'NAME'}`)")
+    print(f"  Prefect flow run: {submitted['url'] or submitted['flow_run_id']}")
+    return 0
+
+
+def cmd_deploy(args) -> int:
+    """Create the work pools infra/prefect.yaml needs (from infra/pools/) and register its deployments."""
+    settings = _settings()
+    if not settings.prefect_api_url:
+        from paperline.ops.prefect_server import ensure_local_server
+
+        os.environ["PREFECT_API_URL"] = ensure_local_server(settings.prefect_home)
+    names = _flow("deploy")(settings.root, args.pool, args.update_pools)
+    print(f"deployed {len(names)}: " + ", ".join(names))
+    print("run one with `paperline run <project> --on <deployment-or-pool>` once a worker polls its pool")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    """Trials of a `key=a,b,c` grid through a Prefect task runner; only the best is registered."""
+    settings = _settings()
+    from paperline.ops import sweep as grid_ops
+    from paperline.ops.preflight import preflight
+
+    grid = grid_ops.parse_grid(args.overrides)
+    spec = grid_ops.parse_runner(args.runner)
+    trials = grid_ops.trials(grid)
+    preflight(settings, args.project, args.config, [])
+    for trial in trials:  # every trial's config, before Prefect starts
+        preflight(settings, args.project, args.config, grid_ops.overrides(trial))
+    if not settings.prefect_api_url:
+        from paperline.ops.prefect_server import ensure_local_server
+
+        os.environ["PREFECT_API_URL"] = ensure_local_server(settings.prefect_home)
+    workers = args.workers or min(len(trials), os.cpu_count() or 1)
+    sweep = _flow("sweep")
+    _stop_on_interrupt()
+    state = sweep(args.project, args.config, grid, [], str(spec), workers, args.gpus_per_trial, return_state=True)
+    outcome = state.result(raise_on_failure=False)  # a SweepSummary, or the exception that ended the flow
+    if isinstance(outcome, PaperlineError):
+        raise outcome
+    if isinstance(outcome, grid_ops.SweepSummary):
+        print("\n".join(outcome.lines()))
+    if state.is_failed():
+        print(f"paperline: error: {state.message or 'the sweep failed'}", file=sys.stderr)
+        return 3 if (state.message or "").startswith("data gate failed") else 1
     return 0
 
 
@@ -216,6 +272,16 @@ def cmd_models_history(args) -> int:
     return 0
 
 
+def cmd_doctor(args) -> int:
+    """Close runs that died without closing themselves (MLflow run, half-registered version, aliases, lineage)."""
+    from paperline.ops.reconcile import close_abandoned_runs
+
+    registry = _registry()
+    repairs = close_abandoned_runs(registry.store, registry.client)
+    print("\n".join(f"repaired: {r.line()}" for r in repairs) or "nothing to repair: every run that started ended")
+    return 0
+
+
 def cmd_promote(args) -> int:
     event = _registry().promote(args.name, str(args.version), args.reason)
     print(f"{args.name}: champion v{event.previous_version or '-'} -> v{event.new_version} ({event.actor})")
@@ -317,7 +383,29 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("project", help="a project name from `paperline ls`")
     run.add_argument("--config", default="default", help="a config in projects/<project>/configs (default: default)")
     run.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.stages.0.epochs=2")
+    run.add_argument("--on", metavar="DEPLOYMENT_OR_POOL", help="submit to a Prefect deployment (e.g. "
+                     "sbert-sts-gpu-k8s) or a work pool instead of running here; prints the flow run's link")
     run.set_defaults(func=cmd_run)
+
+    deploy = sub.add_parser("deploy", help="create the work pools and register infra/prefect.yaml's deployments")
+    deploy.add_argument("--pool", metavar="NAME", help="only the deployments of this work pool (default: all)")
+    deploy.add_argument("--update-pools", action="store_true",
+                        help="send the templates in infra/pools/ to pools that exist already")
+    deploy.set_defaults(func=cmd_deploy)
+
+    sweep = sub.add_parser("sweep", help="run trials of a key=a,b,c grid through a Prefect task runner; register "
+                           "the best")
+    sweep.add_argument("project", help="a project name from `paperline ls`")
+    sweep.add_argument("--config", default="default", help="the config the trials start from (default: default)")
+    sweep.add_argument("overrides", nargs="*", metavar="key=a,b,c",
+                       help="axes: every combination is a trial, e.g. seed=0,1 train.stages.0.loss=cosent,cosine")
+    sweep.add_argument("--runner", default="thread", metavar="thread|dask|ray[:ADDRESS]",
+                       help="Prefect task runner: threads here, a Dask or Ray cluster (local without ADDRESS)")
+    sweep.add_argument("--workers", type=int, help="parallel trials: threads or local Dask workers "
+                       "(default: the number of trials, at most the CPU count)")
+    sweep.add_argument("--gpus-per-trial", type=float, default=0, help="GPUs each trial asks the runner for "
+                       "(Dask resources, Ray num_gpus; not the thread runner)")
+    sweep.set_defaults(func=cmd_sweep)
 
     data = sub.add_parser("data", help="the versioned dataset").add_subparsers(dest="data_command", required=True)
     pull = data.add_parser("pull", help="fetch data/ at the version in data.dvc from the DVC remote")
@@ -333,6 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     history = models.add_parser("history", help="every alias change of a model: who, when, why")
     history.add_argument("name")
     history.set_defaults(func=cmd_models_history)
+    sub.add_parser("doctor", help="find runs that died (a kill, a crash) and close them: MLflow run, "
+                   "half-registered version, aliases, lineage").set_defaults(func=cmd_doctor)
 
     promote = sub.add_parser("promote", help="make a version the champion, by hand (audited)")
     promote.add_argument("name")
@@ -365,9 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # `run sbert_sts --config smoke seed=1`: argparse stops filling a positional list at the first option, so
-    # overrides after an option arrive as extras; they are overrides only for `run`.
+    # overrides after an option arrive as extras; they are overrides only for `run` (and axes for `sweep`).
     args, extras = parser.parse_known_args(argv)
-    if extras and (args.command != "run" or any(x.startswith("-") or "=" not in x for x in extras)):
+    if extras and (args.command not in ("run", "sweep") or any(x.startswith("-") or "=" not in x for x in extras)):
         parser.error(f"unrecognized arguments: {' '.join(extras)}")
     if extras:
         args.overrides = [*args.overrides, *extras]

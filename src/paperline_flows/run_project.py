@@ -4,6 +4,10 @@ Orchestration only: every step is a library function (paperline.ops, paperline.d
 wired here as Prefect tasks. Run it as `paperline run <project>` (the CLI loads it through the `paperline.flows`
 entry point), from a deployment, or as a script: `python -m paperline_flows.run_project sbert_sts --config smoke`.
 
+A config that asks for `nproc_per_node` > 1 trains under `torchrun --standalone` (a subprocess running
+`paperline.project.distributed_job` on every rank); rank 0's result comes back as the same TrainedModel, so the
+steps after training do not change.
+
 Training and evaluation are cached by Prefect under `paperline.ops.cache.cache_key` (the project's files, the
 library layers that can change results, the resolved config, the dataset md5 and the upstream models); results
 persist in the workspace, so an unchanged rerun in a new process skips both and records a run that says so.
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+from contextlib import ExitStack
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -35,11 +40,13 @@ from paperline.ops.decisions import Lineage, git_commit
 from paperline.ops.policy import load_policy
 from paperline.ops.preflight import preflight
 from paperline.ops.promotion import register_and_promote
+from paperline.ops.reconcile import close_abandoned_runs
 from paperline.ops.registry import ModelRegistry
 from paperline.ops.store import AuditStore
 from paperline.ops.summary import RunSummary
 from paperline.project.contract import check_evaluation
 from paperline.project.discovery import Project
+from paperline.project.distributed_job import JobSpec, check_rank_safe, launch, requested_processes
 from paperline.project.interface import Evaluation, ProjectData, RunContext, TrainedModel
 
 
@@ -80,7 +87,14 @@ def _step_key(step: str):
 
 
 @task(name="train", cache_key_fn=_step_key("train"), persist_result=True)
-def train(project: Project, cfg, data: ProjectData, key: str, ctx: RunContext) -> TrainedModel:
+def train(project: Project, cfg, data: ProjectData, key: str, ctx: RunContext, job: JobSpec | None = None,
+          nproc: int = 1) -> TrainedModel:
+    if job is not None and nproc > 1:  # the same train, on every rank of a torchrun; rank 0's result comes back
+        import torch
+
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        get_run_logger().info(f"training under torchrun --standalone: {nproc} processes ({backend})")
+        return launch(job, nproc)
     method = project.method()
     # a training-free method builds its servable model instead (TrainingFreeMethod.prepare)
     return method.train(cfg, data, ctx) if project.trains else method.prepare(cfg, data, ctx)
@@ -133,6 +147,8 @@ def run_project(project_name: str, config_name: str = "default", overrides: list
     settings = Settings.from_env()
     checked = preflight(settings, project_name, config_name, overrides)  # the CLI's own result when it ran it
     project, cfg = checked.project, checked.cfg
+    nproc = requested_processes(cfg)
+    check_rank_safe(project, nproc)  # a method that is not rank-safe refuses nproc_per_node > 1 before any work
     client = tracking.connect(settings)
     store = AuditStore(settings.store_url)
     registry = ModelRegistry(client, store, policy_path=settings.policy_path)
@@ -151,10 +167,16 @@ def run_project(project_name: str, config_name: str = "default", overrides: list
     summary = RunSummary(project=project.name, config=config_name, status="running", dataset_md5=version.md5,
                          model_name=lineage.model_name, flow_run_id=lineage.flow_run_id,
                          flow_run_url=lineage.flow_run_url)
+    for repair in close_abandoned_runs(store, client):  # runs that died before: closed, nothing half-registered
+        get_run_logger().warning(f"closed an abandoned run: {repair.line()}")
     experiment = tracking.experiment_id(client, project.name, settings.artifact_root)
     with mlflow.start_run(experiment_id=experiment, run_name=f"{project.name}-{config_name}",
-                          tags=lineage.tags()) as run:
+                          tags=lineage.tags()) as run, ExitStack() as held:
         summary.mlflow_run_id, summary.mlflow_experiment_id = run.info.run_id, experiment
+        # The run's lock lives as long as this process: the next start tells a dead run from a live one by it.
+        held.enter_context(store.hold(f"run:{run.info.run_id}"))
+        started = store.record_lineage(**lineage.record(status="running", mlflow_run_id=run.info.run_id,
+                                                        gate_passed=None, cache_key=key))
         mlflow.log_params(flatten(cfg))
         mlflow.log_params({f"upstream.{role}.version": m.version for role, m in models.items()})
         for name, ref in refs.items():
@@ -165,8 +187,8 @@ def run_project(project_name: str, config_name: str = "default", overrides: list
         tracking.log_gate(gate)
 
         def record(status: str, **fields) -> None:
-            store.record_lineage(**lineage.record(status=status, mlflow_run_id=summary.mlflow_run_id,
-                                                  gate_passed=gate.passed, cache_key=key, **fields))
+            store.update_lineage(started.id, **lineage.record(status=status, mlflow_run_id=summary.mlflow_run_id,
+                                                              gate_passed=gate.passed, cache_key=key, **fields))
 
         if not gate.passed:
             summary.status, summary.message = "gate-failed", "; ".join(gate.summary_lines())
@@ -175,8 +197,15 @@ def run_project(project_name: str, config_name: str = "default", overrides: list
             mlflow.end_run(status="FAILED")
             return Failed(message=f"data gate failed: {summary.message}", data=summary)
 
+        # One registration per cache key: a concurrent run of the same unchanged project waits here, then finds
+        # the first one's cached results and registered version instead of registering the same model twice.
+        if not held.enter_context(store.hold(f"cache:{project.name}:{key}", wait=False)):
+            get_run_logger().info("another run of this project, config and data is training: waiting for it")
+            held.enter_context(store.hold(f"cache:{project.name}:{key}"))
+        job = None if nproc == 1 else JobSpec.build(settings.root, project.name, config_name, overrides, refs,
+                                                    ctx.workdir, models, ctx.progress)
         try:
-            _train_evaluate_register(project, cfg, data, key, ctx, registry, policy, lineage, summary)
+            _train_evaluate_register(project, cfg, data, key, ctx, registry, policy, lineage, summary, job, nproc)
         except BaseException as error:  # the run's lineage says how it ended, whatever ended it (Ctrl-C too)
             # Prefect turns SIGTERM into TerminationSignal inside a flow; the CLI then stops as for Ctrl-C
             status = "interrupted" if isinstance(error, (KeyboardInterrupt, TerminationSignal)) else "failed"
@@ -190,13 +219,14 @@ def run_project(project_name: str, config_name: str = "default", overrides: list
     return summary
 
 
-def _train_evaluate_register(project, cfg, data, key, ctx, registry, policy, lineage, summary) -> None:
+def _train_evaluate_register(project, cfg, data, key, ctx, registry, policy, lineage, summary, job=None,
+                             nproc=1) -> None:
     import mlflow
 
-    trained = train(project, cfg, data, key, ctx, return_state=True)
+    trained = train(project, cfg, data, key, ctx, job, nproc, return_state=True)
     model = trained.result()
     if not model.path.exists():  # the cached result outlived its files (workspace cleaned): recompute
-        trained = train.with_options(refresh_cache=True)(project, cfg, data, key, ctx, return_state=True)
+        trained = train.with_options(refresh_cache=True)(project, cfg, data, key, ctx, job, nproc, return_state=True)
         model = trained.result()
     evaluated = evaluate(project, model, cfg, data, key, ctx, return_state=True)
     evaluation = evaluated.result()

@@ -270,3 +270,40 @@ def test_ctrl_c_and_sigterm_stop_a_run_cleanly_and_keep_its_checkpoints(workspac
     assert run.data.tags["paperline.status"] == "interrupted", AuditStore(workspace.store_url).lineage(project="sbert_sts")[0].details
     (lineage,) = AuditStore(workspace.store_url).lineage(project="sbert_sts")
     assert lineage.status == "interrupted" and lineage.model_version is None
+
+
+def test_a_sigkilled_run_is_closed_by_doctor_and_a_rerun_resumes(workspace):
+    """SIGKILL runs no cleanup: the MLflow run stays RUNNING and the lineage says `running` until the next start
+    (or `paperline doctor`) finds the run's lock free and closes it."""
+    process = subprocess.Popen(
+        [str(BIN / "paperline"), "run", "sbert_sts", "--config", "smoke", "train.stages.0.max_steps=2000"],
+        cwd=workspace.root, env=workspace.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runs = workspace.root / ".paperline" / "runs"
+    deadline = time.monotonic() + 300
+    while not list(runs.glob("**/checkpoint-*/trainer_state.json")):
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it trained"
+        time.sleep(0.5)
+    process.kill()
+    process.wait(timeout=30)
+    (run,) = _runs(workspace)
+    assert run.info.status == "RUNNING"  # what a kill leaves behind
+    store = AuditStore(workspace.store_url)
+    assert [r.status for r in store.lineage(project="sbert_sts")] == ["running"]
+    doctor = workspace.paperline("doctor")
+    assert doctor.returncode == 0 and f"sbert_sts run {run.info.run_id}: MLflow run closed as FAILED" in doctor.stdout
+    assert workspace.client().get_run(run.info.run_id).info.status == "FAILED"
+    assert [r.status for r in store.lineage(project="sbert_sts")] == ["interrupted"]
+    assert "nothing to repair" in workspace.paperline("doctor").stdout
+
+
+def test_two_concurrent_runs_of_one_unchanged_project_register_one_version(workspace):
+    """The second waits on the first's cache-key lock, then finds its cached results and registered version."""
+    command = [str(BIN / "paperline"), "run", "sbert_sts", "--config", "smoke"]
+    first, second = (subprocess.Popen(command, cwd=workspace.root, env=workspace.env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True) for _ in range(2))
+    outputs = [p.communicate(timeout=600) for p in (first, second)]
+    assert [first.returncode, second.returncode] == [0, 0], [err[-2000:] for _, err in outputs]
+    versions = workspace.client().search_model_versions(f"name = '{MODEL}'")
+    assert [str(v.version) for v in versions] == ["1"]
+    statuses = sorted(r.status for r in AuditStore(workspace.store_url).lineage(project="sbert_sts"))
+    assert statuses == ["cached", "registered"]

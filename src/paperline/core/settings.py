@@ -8,7 +8,8 @@ that overrides it, so the same commands work on a laptop and against team server
 | repository root     | nearest folder above cwd with projects/   | PAPERLINE_ROOT           |
 | workspace           | <root>/.paperline                         | PAPERLINE_WORKSPACE      |
 | MLflow tracking     | sqlite:///<workspace>/mlflow.db            | MLFLOW_TRACKING_URI      |
-| MLflow artifacts    | <workspace>/mlartifacts                   | PAPERLINE_ARTIFACT_ROOT  |
+| MLflow artifacts    | <workspace>/mlartifacts; with an http(s)  | PAPERLINE_ARTIFACT_ROOT  |
+|                     | tracking URI, the server's own store      |                          |
 | audit/lineage store | sqlite:///<workspace>/paperline.db         | PAPERLINE_STORE_URL      |
 | Prefect API         | a local server kept in <workspace>/prefect| PREFECT_API_URL          |
 
@@ -47,7 +48,8 @@ class Settings:
     root: Path
     workspace: Path
     tracking_uri: str
-    artifact_root: str
+    # None: a tracking server's own artifact store (experiments are created without an artifact location)
+    artifact_root: str | None
     store_url: str
     prefect_api_url: str | None  # None: use the workspace's local Prefect server
 
@@ -55,11 +57,17 @@ class Settings:
     def from_env(cls, root: Path | None = None) -> Settings:
         root = root or find_root()
         workspace = Path(os.environ.get("PAPERLINE_WORKSPACE", root / ".paperline")).resolve()
+        tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{workspace / 'mlflow.db'}"
+        artifact_root = os.environ.get("PAPERLINE_ARTIFACT_ROOT") or None
+        if artifact_root is None and not tracking_uri.startswith(("http://", "https://")):
+            # Only without a tracking server: a server stores artifacts itself (`mlflow server --serve-artifacts
+            # --artifacts-destination ...`); a local default would put every run's artifacts on the client's disk.
+            artifact_root = (workspace / "mlartifacts").as_uri()
         return cls(
             root=root,
             workspace=workspace,
-            tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{workspace / 'mlflow.db'}",
-            artifact_root=os.environ.get("PAPERLINE_ARTIFACT_ROOT") or (workspace / "mlartifacts").as_uri(),
+            tracking_uri=tracking_uri,
+            artifact_root=artifact_root,
             store_url=os.environ.get("PAPERLINE_STORE_URL") or f"sqlite:///{workspace / 'paperline.db'}",
             prefect_api_url=os.environ.get("PREFECT_API_URL") or None,
         )

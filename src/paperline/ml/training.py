@@ -8,6 +8,11 @@ from its last checkpoint instead of step 0.
 A loss may own trainable weights of its own (a pair head, like SoftmaxLoss's classifier): the trainer optimises
 them but saves only the model, so `fit` writes them beside each checkpoint (`loss.safetensors`) and loads them
 back on resume; otherwise a resumed job would continue with a re-initialised head.
+
+Under `torchrun` (WORLD_SIZE > 1 in the environment) `fit` joins the process group (nccl on CUDA, gloo on the
+CPU; the trainer then runs DistributedDataParallel) and stays rank-safe: only rank 0 removes a half-written
+checkpoint and writes the loss state, every rank resumes from the same complete checkpoint, and a method saves its
+own files with `save_on_main` (rank 0 writes, every rank waits at a barrier).
 """
 
 from __future__ import annotations
@@ -59,6 +64,70 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+# ---- torch.distributed: a no-op in a single process ------------------------------------------------------------
+
+
+def _env_world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def init_distributed() -> bool:
+    """Join torchrun's process group once (nccl on CUDA, gloo otherwise); False when not launched by torchrun.
+
+    The trainer (accelerate) would create the group itself, but only inside `trainer.train()`; `fit` and a
+    method need it earlier, for the barrier around checkpoint cleanup and around their own saves.
+    """
+    if _env_world_size() <= 1:
+        return False
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return True
+
+
+def _dist():
+    """torch.distributed when a process group is up, else None (no torch import for a single process)."""
+    if _env_world_size() <= 1:
+        return None
+    import torch.distributed as dist
+
+    return dist if dist.is_available() and dist.is_initialized() else None
+
+
+def world_size() -> int:
+    dist = _dist()
+    return dist.get_world_size() if dist else 1
+
+
+def rank() -> int:
+    dist = _dist()
+    return dist.get_rank() if dist else int(os.environ.get("RANK", "0") or 0)
+
+
+def is_main_process() -> bool:
+    """Rank 0 (always True in a single process): the one process that writes shared files."""
+    return rank() == 0
+
+
+def barrier() -> None:
+    """Wait until every rank gets here; nothing in a single process."""
+    dist = _dist()
+    if dist:
+        dist.barrier()
+
+
+def save_on_main(save: Any, *args: Any, **kwargs: Any) -> None:
+    """`save(*args, **kwargs)` on rank 0 only, then a barrier, so no rank reads a file before it is complete:
+    `save_on_main(model.save, str(folder))`."""
+    if is_main_process():
+        save(*args, **kwargs)
+    barrier()
+
+
 @dataclass
 class TrainResult:
     global_step: int
@@ -68,33 +137,45 @@ class TrainResult:
     device: str
     precision: str
     train_loss: float | None
+    # How the optimizer saw the data: per-device batch x processes x gradient accumulation, and the schedule.
+    world_size: int = 1
+    effective_batch_size: int = 0
+    warmup_steps: int = 0
+    total_steps: int = 0
+    lr_scheduler: str = "linear"
 
     def metrics(self) -> dict[str, float]:
-        """The numbers a run logs as metrics (steps, seconds, throughput, loss)."""
+        """The numbers a run logs as metrics (steps, seconds, throughput, loss, batch and schedule sizes)."""
         return {k: v for k, v in vars(self).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
     def notes(self) -> dict[str, str]:
-        """Where and how it trained (device, precision), which a run records as tags."""
-        return {"device": self.device, "precision": self.precision}
+        """Where and how it trained (device, precision, processes, effective batch, learning-rate schedule),
+        which a run records as tags."""
+        return {"device": self.device, "precision": self.precision, "world_size": str(self.world_size),
+                "effective_batch_size": str(self.effective_batch_size),
+                "lr_schedule": f"{self.lr_scheduler}, {self.warmup_steps} warm-up steps of {self.total_steps}"}
 
 
 LOSS_STATE = "loss.safetensors"  # a loss's own trainable weights, beside the trainer's checkpoint files
 
 
-def last_checkpoint(output_dir: Path, required: tuple[str, ...] = ()) -> Path | None:
+def last_checkpoint(output_dir: Path, required: tuple[str, ...] = (), remove_incomplete: bool = True) -> Path | None:
     """The newest complete `checkpoint-N` folder in `output_dir`, after checking that it can be resumed from.
 
     The trainer writes `trainer_state.json` last, so a folder without it (or without a `required` file that is
-    written after it) is a save that a kill interrupted: it is removed and the previous checkpoint is used. A
-    complete folder whose files do not load is corrupted: that is an error, since resuming silently from an
-    older one would hide a failing disk.
+    written after it) is a save that a kill interrupted: it is removed (skipped only, with `remove_incomplete`
+    False: what every rank but 0 does under torchrun) and the previous checkpoint is used. A complete folder
+    whose files do not load is corrupted: that is an error, since resuming silently from an older one would hide
+    a failing disk.
     """
     checkpoints = sorted(
         (p for p in output_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
         key=lambda p: int(p.name.split("-")[-1]),
     )
     while checkpoints and not all((checkpoints[-1] / name).exists() for name in ("trainer_state.json", *required)):
-        shutil.rmtree(checkpoints.pop())
+        incomplete = checkpoints.pop()
+        if remove_incomplete:
+            shutil.rmtree(incomplete, ignore_errors=True)
     if not checkpoints:
         return None
     newest = checkpoints[-1]
@@ -169,7 +250,8 @@ def _save_loss_state_callback(loss: Any, model: Any):
     class SaveLossState(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if folder.is_dir():
+            # under torchrun every rank holds the same (synchronised) weights: rank 0 writes them once
+            if state.is_world_process_zero and folder.is_dir():
                 tensors = {k: v.detach().cpu().contiguous() for k, v in loss_parameters(loss, model).items()}
                 save_file(tensors, str(folder / LOSS_STATE))
             return control
@@ -196,18 +278,32 @@ def fit(model: Any, train_dataset: Any, loss: Any, settings: TrainSettings) -> T
     `model` is a `SentenceTransformer` or a `CrossEncoder`; the matching sentence-transformers trainer runs.
     Checkpoints go to `settings.output_dir/checkpoint-N` every `checkpoint_every` steps (the two newest are
     kept); when the folder already holds one, training continues from it with the same data order.
+
+    Under torchrun each process trains on its share of every step's batches (`batch_size` is per process, so
+    the effective batch is `batch_size` x processes); `output_dir` must be one folder every rank sees (a shared
+    filesystem across nodes).
     """
     from paperline.ml.batching import LengthGroupedBatchSampler
 
+    init_distributed()
     trainer_class, args_class = _trainer_classes(model)
     device = select_device(settings.device)
+    if device == "cuda" and world_size() > 1:
+        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
     precision = mixed_precision(device)
     seed_everything(settings.seed)
     model.to(device)
     loss.to(device)  # a head inside the loss trains on the same device as the model
     own_weights = bool(loss_parameters(loss, model))
-    settings.output_dir.mkdir(parents=True, exist_ok=True)
-    resume_from = last_checkpoint(settings.output_dir, (LOSS_STATE,) if own_weights else ())
+    required = (LOSS_STATE,) if own_weights else ()
+    # Only rank 0 removes a half-written checkpoint (every rank doing it raced: FileNotFoundError); the others
+    # wait for it, then find the same complete checkpoint without removing anything.
+    if is_main_process():
+        settings.output_dir.mkdir(parents=True, exist_ok=True)
+        resume_from = last_checkpoint(settings.output_dir, required)
+    barrier()
+    if not is_main_process():
+        resume_from = last_checkpoint(settings.output_dir, required, remove_incomplete=False)
     # Read now: the trainer's rotation may delete this checkpoint once newer ones exist.
     resumed_step = int(json.loads((resume_from / "trainer_state.json").read_text())["global_step"]) if resume_from else 0
     if resume_from and own_weights:
@@ -237,6 +333,8 @@ def fit(model: Any, train_dataset: Any, loss: Any, settings: TrainSettings) -> T
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.perf_counter() - started
+    total_steps = int(trainer.state.max_steps)
+    scheduler = getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)
     return TrainResult(
         global_step=output.global_step,
         resumed_from_step=resumed_step,
@@ -245,6 +343,11 @@ def fit(model: Any, train_dataset: Any, loss: Any, settings: TrainSettings) -> T
         device=device,
         precision=precision,
         train_loss=output.training_loss,
+        world_size=args.world_size,
+        effective_batch_size=args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps,
+        warmup_steps=args.get_warmup_steps(total_steps),
+        total_steps=total_steps,
+        lr_scheduler=str(scheduler),
     )
 
 

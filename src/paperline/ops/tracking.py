@@ -2,14 +2,25 @@
 
 The flow decides *when* to log; this module knows *how*. It never sets a tracking URI at import time: the
 caller passes `Settings`, whose URI honours MLFLOW_TRACKING_URI and defaults to SQLite in the workspace.
+
+Against a team server (`MLFLOW_TRACKING_URI=http(s)://...`) two things differ from the local default:
+experiments are created without an artifact location unless PAPERLINE_ARTIFACT_ROOT names one, so the server's
+own (proxied) artifact store holds the artifacts, not the client's disk; and the server may ask for a login
+(MLflow's `basic-auth` app). A 401 or 403 from MLflow, in preflight or during a run, is one `TrackingError`
+line that names the server and says what to do, never a traceback.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import logging
+import os
 import tempfile
+import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +35,14 @@ class TrackingError(PaperlineError):
     """MLflow cannot be reached or refused a write; the message says what to check."""
 
 
+def is_server(tracking_uri: str) -> bool:
+    """A tracking server (REST), as opposed to a database or a folder the client writes itself."""
+    return tracking_uri.startswith(("http://", "https://"))
+
+
 def check_reachable(tracking_uri: str) -> None:
     """Fail fast, before any training, when the tracking server does not answer."""
-    if tracking_uri.startswith(("http://", "https://")):
+    if is_server(tracking_uri):
         try:
             with urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=5) as response:
                 if response.status == 200:
@@ -40,28 +56,144 @@ def check_reachable(tracking_uri: str) -> None:
         raise TrackingError(f"MLflow at {tracking_uri} answered its health check with an error")
 
 
+def _auth_headers() -> dict[str, str]:
+    """The credentials the MLflow client sends, from the same variables: user and password, else a token."""
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user and password:
+        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+    if os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        return {"Authorization": f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}"}
+    return {}
+
+
+def access_error(tracking_uri: str, status: int, action: str) -> TrackingError:
+    """One line for a 401 (no or wrong login) or a 403 (no permission to `action`) from MLflow, saying what to do."""
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    login = ("set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to your account on that server "
+             "(an MLflow admin creates it)")
+    if status == 401 and not user:
+        return TrackingError(f"MLflow at {tracking_uri} requires a login (401 Unauthorized); {login}")
+    if status == 401:
+        return TrackingError(f"MLflow at {tracking_uri} refused the login of user '{user}' (401 Unauthorized: "
+                             f"wrong user name or password); {login}")
+    who = f"user '{user}'" if user else "anonymous requests"
+    return TrackingError(f"MLflow at {tracking_uri} does not allow {who} to {action} (403 Forbidden); ask an "
+                         "MLflow admin for permission (EDIT on the experiment or registered model), or set "
+                         "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an account that has it")
+
+
+def check_access(tracking_uri: str) -> None:
+    """On a tracking server, one authenticated read (search experiments) with the client's credentials: an
+    auth-enabled server (`mlflow server --app-name basic-auth`) answers 401 to no or wrong credentials here,
+    in preflight, instead of in the middle of a run. A server without auth answers 200."""
+    if not is_server(tracking_uri):
+        return
+    request = urllib.request.Request(f"{tracking_uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1",
+                                     headers=_auth_headers())
+    try:
+        urllib.request.urlopen(request, timeout=10).close()
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            raise access_error(tracking_uri, exc.code, "search experiments") from None
+        raise TrackingError(f"MLflow at {tracking_uri} answered {exc.code} {exc.reason} to a search of "
+                            "experiments; is MLFLOW_TRACKING_URI the address of an MLflow server?") from None
+    except OSError as exc:
+        raise TrackingError(f"MLflow at {tracking_uri} is unreachable ({getattr(exc, 'reason', exc)}); start it "
+                            "(`mlflow server`) or unset MLFLOW_TRACKING_URI") from None
+
+
+def _status(error: BaseException) -> int | None:
+    """The HTTP status of an error from MLflow's REST client or its artifact proxy client, if it has one."""
+    response = getattr(error, "response", None)  # requests.HTTPError (artifact uploads through the proxy)
+    if response is not None and getattr(response, "status_code", None):
+        return response.status_code
+    status = getattr(error, "get_http_status_code", None)  # MlflowException
+    return status() if callable(status) else None
+
+
+@contextlib.contextmanager
+def access(action: str, tracking_uri: str | None = None, hint: str = "") -> Iterator[None]:
+    """Turn a 401/403 from MLflow inside the block into one TrackingError line (a traceback otherwise)."""
+    try:
+        yield
+    except Exception as error:
+        import requests
+        from mlflow.exceptions import MlflowException
+
+        status = _status(error) if isinstance(error, (MlflowException, requests.HTTPError)) else None
+        if status not in (401, 403):
+            raise
+        import mlflow
+
+        message = str(access_error(tracking_uri or mlflow.get_tracking_uri(), status, action))
+        raise TrackingError(f"{message}{hint}") from None
+
+
+def _artifacts(what: str):
+    """`access` for an artifact upload to the active run: a refusal names where the run's artifacts go."""
+    import mlflow
+
+    run = mlflow.active_run()
+    where = run.info.artifact_uri if run else "the run's artifact location"
+    hint = ""
+    if run and not where.startswith(f"mlflow-artifacts:/{run.info.experiment_id}/"):
+        # MLflow's basic-auth app judges a proxied artifact path by its first segment, the experiment id: a
+        # PAPERLINE_ARTIFACT_ROOT such as mlflow-artifacts:/paperline is refused for every non-admin user.
+        hint = ("; the experiment stores artifacts at a location the server refuses (set by "
+                "PAPERLINE_ARTIFACT_ROOT when it was created): unset PAPERLINE_ARTIFACT_ROOT so new experiments "
+                "use the server's own artifact store, and rename or delete that experiment in the MLflow UI")
+    return access(f"write {what} to {where}", hint=hint)
+
+
 def connect(settings: Settings):
     """Point the fluent API at the workspace's tracking store; returns a client on the same store."""
     import mlflow
     from mlflow import MlflowClient
 
     check_reachable(settings.tracking_uri)
+    check_access(settings.tracking_uri)
     # MLflow announces its one-off schema migrations at INFO on stderr; they are not the user's concern.
     for name in ("mlflow.store.db.utils", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    if settings.tracking_uri.startswith("sqlite:///"):
-        Path(settings.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
-    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    if not settings.tracking_uri.startswith("sqlite:///"):
+        return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    # A client creates (migrates) a new SQLite database when it is made; two commands that start at once in a new
+    # workspace would both run MLflow's schema migrations and one would fail half-way: one at a time, under a
+    # file lock (held for the seconds a migration takes, released on exit or death).
+    import fcntl
+
+    database = Path(settings.tracking_uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.parent / f".{database.name}.init.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def experiment_id(client, name: str, artifact_root: str) -> str:
-    """The experiment for a project, created with its artifacts under the workspace (not ./mlruns)."""
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=f"{artifact_root.rstrip('/')}/{name}")
+def experiment_id(client, name: str, artifact_root: str | None) -> str:
+    """The experiment for a project. With an artifact root (the workspace's folder by default, or
+    PAPERLINE_ARTIFACT_ROOT) it is created with its artifacts under `<root>/<name>`, not ./mlruns; with none
+    (a tracking server and no PAPERLINE_ARTIFACT_ROOT) the server's own artifact store is used, proxied to
+    object storage by `mlflow server --artifacts-destination`.
+
+    On a tracking server an existing experiment is also checked for write access, with a tag write that needs
+    the same permission (EDIT) as the run the flow creates next: a user without it gets one line here, not a
+    403 traceback from inside MLflow's fluent API.
+    """
+    uri = client.tracking_uri
+    with access(f"use the experiment '{name}'", uri):
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            location = {} if artifact_root is None else {"artifact_location": f"{artifact_root.rstrip('/')}/{name}"}
+            return client.create_experiment(name, **location)
+    if is_server(uri):
+        with access(f"write runs to the experiment '{name}'", uri):
+            client.set_experiment_tag(experiment.experiment_id, "paperline.project", name)
+    return experiment.experiment_id
 
 
 def log_dataset(ref: DatasetRef, splits: list[str], context: str, remote: str) -> None:
@@ -73,14 +205,15 @@ def log_dataset(ref: DatasetRef, splits: list[str], context: str, remote: str) -
     # The source says where the bytes come from: the DVC remote, addressed by the data version.
     source = HTTPDatasetSource(url=f"dvc://{remote}#data/{ref.name}@{ref.md5}")
     dataset = MetaDataset(source=source, name=f"{ref.name}:{'+'.join(splits)}", digest=ref.md5[:36])
-    mlflow.log_input(dataset, context=context, tags={"kind": ref.kind, "dvc_md5": ref.md5})
+    with access("log the dataset input of the run"):
+        mlflow.log_input(dataset, context=context, tags={"kind": ref.kind, "dvc_md5": ref.md5})
 
 
 def log_text_files(files: dict[str, str], artifact_dir: str) -> None:
     """Log in-memory reports (markdown, HTML, JSON) as files of the active run."""
     import mlflow
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _artifacts(f"'{artifact_dir}'"):
         for name, text in files.items():
             (Path(tmp) / name).write_text(text)
         mlflow.log_artifacts(tmp, artifact_dir)
@@ -89,26 +222,29 @@ def log_text_files(files: dict[str, str], artifact_dir: str) -> None:
 def log_tables(tables: dict[str, dict[str, list]]) -> None:
     import mlflow
 
-    for name, columns in tables.items():
-        mlflow.log_table(data=columns, artifact_file=f"{name}.json")
+    with _artifacts("tables"):
+        for name, columns in tables.items():
+            mlflow.log_table(data=columns, artifact_file=f"{name}.json")
 
 
 def log_model(model: TrainedModel) -> str:
     """Log the trained model to the active run in its flavor; returns the URI to register."""
     import mlflow
 
-    if model.flavor == "sentence_transformers":
-        from sentence_transformers import SentenceTransformer
-
-        info = mlflow.sentence_transformers.log_model(
-            SentenceTransformer(str(model.path), device="cpu"),
-            name="model",
-            pip_requirements=pinned_requirements(["sentence-transformers", "transformers", "torch"]),
-        )
-    elif model.flavor == "pyfunc":
-        info = mlflow.pyfunc.log_model(name="model", **model.serving.log_model_kwargs())
-    else:  # TrainedModel refuses any other flavor when it is made; this is a guard for new flavors
+    if model.flavor not in ("sentence_transformers", "pyfunc"):
+        # TrainedModel refuses any other flavor when it is made; this is a guard for new flavors
         raise TrackingError(f"cannot log a model of flavor '{model.flavor}'")
+    with access("log the model of the run"):
+        if model.flavor == "sentence_transformers":
+            from sentence_transformers import SentenceTransformer
+
+            info = mlflow.sentence_transformers.log_model(
+                SentenceTransformer(str(model.path), device="cpu"),
+                name="model",
+                pip_requirements=pinned_requirements(["sentence-transformers", "transformers", "torch"]),
+            )
+        else:
+            info = mlflow.pyfunc.log_model(name="model", **model.serving.log_model_kwargs())
     return info.model_uri
 
 
@@ -121,11 +257,13 @@ def log_results(model: TrainedModel, evaluation: Evaluation) -> None:
     training notes (device, precision, a chosen setting) as `train.<name>` tags."""
     import mlflow
 
-    mlflow.log_metrics(evaluation.metrics)
-    mlflow.log_metrics(model.metrics)
-    mlflow.set_tags({**{f"train.{k}": str(v) for k, v in model.notes.items()}, **evaluation.tags})
-    for path in evaluation.artifacts.values():
-        mlflow.log_artifact(str(path), "evaluation")
+    with access("log the run's metrics and tags"):
+        mlflow.log_metrics(evaluation.metrics)
+        mlflow.log_metrics(model.metrics)
+        mlflow.set_tags({**{f"train.{k}": str(v) for k, v in model.notes.items()}, **evaluation.tags})
+    with _artifacts("'evaluation'"):
+        for path in evaluation.artifacts.values():
+            mlflow.log_artifact(str(path), "evaluation")
     log_tables(evaluation.tables)
 
 
@@ -135,4 +273,5 @@ def log_gate(gate) -> None:
 
     log_text_files({"data_gate.md": gate.to_markdown(), "data_gate.html": gate.to_html(),
                     "data_gate.json": json_text(gate.to_dict())}, "data_gate")
-    mlflow.set_tag("paperline.gate_passed", str(gate.passed))
+    with access("tag the run"):
+        mlflow.set_tag("paperline.gate_passed", str(gate.passed))

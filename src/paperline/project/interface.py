@@ -178,7 +178,12 @@ class _Method(Protocol):
 
 
 class TrainedMethod(_Method, Protocol):
-    """A method that trains: `train` writes its checkpoints under `ctx.workdir` and returns the trained model."""
+    """A method that trains: `train` writes its checkpoints under `ctx.workdir` and returns the trained model.
+
+    A config's `nproc_per_node` > 1 runs `train` on every rank of a torchrun (`paperline.project.distributed_job`);
+    a method accepts that only when its module declares `RANK_SAFE = True`, and then writes its own files with
+    `paperline.ml.training.save_on_main` (rank 0 writes, every rank waits).
+    """
 
     def train(self, cfg: Any, data: ProjectData, ctx: RunContext) -> TrainedModel: ...
 

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -36,6 +36,10 @@ class FitSection(StrictModel):
     checkpoint_every: int = Field(100, ge=1)  # a killed job loses at most this many steps
     device: str = "auto"  # auto: CUDA, then MPS, then the CPU
     group_by_length: bool = False  # batches of similar lengths: less padding (paperline.ml.batching)
+    # > 1: the train step runs under `torchrun --standalone` with this many processes (DDP; nccl on CUDA, gloo on
+    # the CPU); `batch_size` is then per process. `auto`: one per CUDA device (1 without CUDA). Only methods
+    # that declare RANK_SAFE = True accept it (paperline.project.distributed_job).
+    nproc_per_node: Annotated[int, Field(ge=1)] | Literal["auto"] = 1
 
     def settings(self, output_dir: Path, seed: int, progress: bool = True, **extra: Any) -> TrainSettings:
         """The `TrainSettings` of this section; `extra` passes what only the method knows (a learning-rate

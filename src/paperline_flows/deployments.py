@@ -1,0 +1,104 @@
+"""Register infra/prefect.yaml's deployments and their work pools, and submit a run to a deployment.
+
+`paperline deploy [--pool NAME]` and `paperline run <project> --on <deployment-or-pool>` load these functions
+through the `paperline.flows` entry points `deploy` and `submit` (the library never imports Prefect; see the
+layering contracts in pyproject.toml). Work pools are created from the base job templates in infra/pools/
+(`pools.yaml` says which pool has which worker type and template); the deployments are registered by Prefect's
+own `prefect deploy --prefect-file infra/prefect.yaml`, which runs its build step and records its pull step.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from paperline.ops.deployments import (
+    FLOW_NAME,
+    DeploymentError,
+    PoolSpec,
+    full_name,
+    load_deployments,
+    load_pools,
+    pick_for_pool,
+    select,
+)
+
+
+def ensure_pool(client, spec: PoolSpec, update: bool = False) -> str:
+    """Create the work pool from its shipped template if it is missing (or `update` its template); returns what
+    was done. An existing pool is left as it is by default: an administrator may have tuned it on the server."""
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+    from prefect.exceptions import ObjectNotFound
+
+    template = spec.base_job_template()
+    if template is None:
+        from prefect.workers.process import ProcessWorker
+
+        if spec.type != "process":
+            raise DeploymentError(f"work pool '{spec.name}' of type {spec.type} needs a base_job_template in "
+                                  "infra/pools/pools.yaml")
+        template = ProcessWorker.get_default_base_job_template()
+    try:
+        existing = client.read_work_pool(spec.name)
+    except ObjectNotFound:
+        client.create_work_pool(WorkPoolCreate(name=spec.name, type=spec.type, base_job_template=template))
+        return "created"
+    if existing.type != spec.type:
+        raise DeploymentError(f"work pool '{spec.name}' exists with type {existing.type}, not {spec.type}; "
+                              "delete it (`prefect work-pool delete`) or rename the pool in infra/")
+    if update:
+        client.update_work_pool(spec.name, WorkPoolUpdate(base_job_template=template))
+        return "updated"
+    return "exists"
+
+
+def deploy(root: Path, pool: str | None = None, update_pools: bool = False, echo=print) -> list[str]:
+    """Create the pools the chosen deployments need, then `prefect deploy` them; returns their full names."""
+    from prefect.client.orchestration import get_client
+
+    chosen, pools = select(load_deployments(root), load_pools(root), pool)
+    with get_client(sync_client=True) as client:
+        for spec in pools:
+            done = ensure_pool(client, spec, update_pools)
+            echo(f"work pool {spec.name} ({spec.type}): {done}")
+    command = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--prefect-file", "infra/prefect.yaml"]
+    command += ["--all"] if pool is None else [arg for d in chosen for arg in ("--name", d["name"])]
+    result = subprocess.run(command, cwd=root, capture_output=True, text=True, check=False,
+                            env={**os.environ, "PAPERLINE_ROOT": str(root)})
+    if result.returncode != 0:
+        tail = (result.stdout + result.stderr).strip().splitlines()[-15:]
+        raise DeploymentError("prefect deploy failed:\n" + "\n".join(tail))
+    return [full_name(d["name"]) for d in chosen]
+
+
+def submit(target: str, project: str, config: str, overrides: list[str] | None = None,
+           job_variables: dict | None = None) -> dict[str, str]:
+    """Create a flow run of `target` (a deployment, or a work pool: one of its paperline-run deployments, the
+    project's if it has one) with this run's parameters, without waiting; returns its id, deployment and link.
+    The pool's workers pick it up; the run's own summary is in the Prefect UI and MLflow."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, WorkPoolFilter, WorkPoolFilterName
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+    from prefect.utilities.urls import url_for
+
+    with get_client(sync_client=True) as client:
+        try:
+            deployment = client.read_deployment_by_name(full_name(target))
+            name = full_name(target)
+        except ObjectNotFound:
+            if "/" in target:
+                raise DeploymentError(f"no deployment '{target}'; `paperline deploy` registers "
+                                      "infra/prefect.yaml, `prefect deployment ls` lists them") from None
+            found = client.read_deployments(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])),
+                work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[target])))
+            name = full_name(pick_for_pool([(d.name, d.parameters) for d in found], project, target))
+            deployment = client.read_deployment_by_name(name)
+    parameters = {"project_name": project, "config_name": config, "overrides": list(overrides or [])}
+    run = run_deployment(name, parameters=parameters, timeout=0, as_subflow=False,
+                         job_variables=job_variables or None)
+    return {"deployment": name, "work_pool": deployment.work_pool_name or "", "flow_run_id": str(run.id),
+            "flow_run_name": run.name, "url": url_for("flow-run", obj_id=run.id) or ""}

@@ -1,0 +1,264 @@
+"""`fit()` under a real 2-process torchrun (torch.distributed with gloo on the CPU), and the launcher around it.
+
+The defect these guard against: every rank removed a half-written `checkpoint-N/` (rank 0 then died with
+FileNotFoundError) and every rank wrote the loss state. A tiny random BERT keeps each torchrun to seconds; each
+process runs with OMP_NUM_THREADS=1.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from paperline.core.config import ConfigError
+from paperline.ml.training import LOSS_STATE, last_checkpoint
+from paperline.project import distributed_job as dj
+from paperline.project.interface import PyfuncSpec, TrainedModel
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    from tiny_models import tiny_sentence_transformer
+
+    return tiny_sentence_transformer(tmp_path_factory.mktemp("tiny"))
+
+
+# Each rank: fit a tiny SentenceTransformer with a loss that owns a head (so there is a loss state to write), log
+# which rank writes each loss state, and write its own TrainResult.
+WORKER = textwrap.dedent(
+    """
+    import json, os, sys
+    from pathlib import Path
+
+    import safetensors.torch
+
+    _save_file = safetensors.torch.save_file
+
+    def logged_save_file(tensors, filename, *args, **kwargs):
+        if str(filename).endswith("loss.safetensors"):
+            with open(os.environ["LOSS_STATE_LOG"], "a") as log:
+                log.write(f"{os.environ['RANK']} {Path(filename).parent.name}\\n")
+        return _save_file(tensors, filename, *args, **kwargs)
+
+    safetensors.torch.save_file = logged_save_file  # before fit imports it
+
+    import shutil
+
+    _rmtree = shutil.rmtree
+
+    def logged_rmtree(path, *args, **kwargs):
+        with open(os.environ["LOSS_STATE_LOG"] + ".rmtree", "a") as log:
+            log.write(f"{os.environ['RANK']} {Path(path).name}\\n")
+        return _rmtree(path, *args, **kwargs)
+
+    shutil.rmtree = logged_rmtree  # who removes checkpoints (the half-written one, the trainer's rotation)
+
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer
+
+    from paperline.ml.training import TrainSettings, fit
+
+    out, steps, results = Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"pid{os.environ['RANK']}").write_text(str(os.getpid()))
+
+    class HeadLoss(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model, self.head = model, torch.nn.Linear(64, 1)
+
+        def forward(self, features, labels):
+            u, v = (self.model(f)["sentence_embedding"] for f in features)
+            return torch.nn.functional.mse_loss(self.head(torch.cat([u, v], -1)).squeeze(-1), labels.float())
+
+    model = SentenceTransformer(sys.argv[1], device="cpu")
+    rows = Dataset.from_dict({"sentence1": ["a b c", "d e", "f g h i"] * 40, "sentence2": ["c b a", "e", "i"] * 40,
+                              "score": [0.9, 0.5, 0.1] * 40})
+    result = fit(model, rows, HeadLoss(model), TrainSettings(output_dir=out, batch_size=2, checkpoint_every=3,
+                 max_steps=steps, progress=False, device="cpu"))
+    (results / f"rank{os.environ['RANK']}.json").write_text(json.dumps(
+        {**result.notes(), **result.metrics(), "rank": os.environ["RANK"]}))
+    """
+)
+
+
+def _torchrun(script: Path, tiny_model_dir: Path, out: Path, steps: int, results: Path, log: Path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LOSS_STATE_LOG": str(log)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script),
+               str(tiny_model_dir), str(out), str(steps), str(results)]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_killed_two_rank_run_with_a_half_written_checkpoint_resumes_on_both_ranks(tiny_model_dir, tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    out, first, second = tmp_path / "ckpt", tmp_path / "first", tmp_path / "second"
+
+    # 1. A long 2-rank run, killed mid-way (SIGKILL to rank 0, as the OOM killer would) once a checkpoint with its
+    #    loss state is complete; torchrun then stops rank 1 and fails.
+    job = _torchrun(script, tiny_model_dir, out, 100_000, first, tmp_path / "first.log")
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline and not list(out.glob(f"checkpoint-*/{LOSS_STATE}")):
+        assert job.poll() is None, job.communicate()[1][-3000:]
+        time.sleep(0.05)
+    os.kill(int((first / "pid0").read_text()), signal.SIGKILL)
+    _, stderr = job.communicate(timeout=120)
+    assert job.returncode != 0, stderr[-2000:]
+    for rank in (0, 1):  # no rank lives on, and none finished
+        with pytest.raises(ProcessLookupError):
+            _wait_gone(int((first / f"pid{rank}").read_text()))
+        assert not (first / f"rank{rank}.json").exists()
+
+    # 2. The newest complete checkpoint, and after it a save the kill cut short: weights but no trainer_state.json.
+    resume_at = last_checkpoint(out, (LOSS_STATE,), remove_incomplete=False)
+    step = int(resume_at.name.split("-")[1])
+    newest = max(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
+    half = out / f"checkpoint-{newest + 1000}"  # past every step the rerun reaches, so it never saves there
+    shutil.copytree(resume_at, half)
+    (half / "trainer_state.json").unlink()
+
+    # 3. The rerun: no rank crashes, both resume from that step, and rank 0 alone writes each loss state.
+    log = tmp_path / "second.log"
+    again = _torchrun(script, tiny_model_dir, out, step + 6, second, log)
+    _, stderr = again.communicate(timeout=300)
+    assert again.returncode == 0, stderr[-4000:]
+    assert "FileNotFoundError" not in stderr
+    results = [json.loads((second / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    for result in results:
+        assert result["resumed_from_step"] == step and result["global_step"] == step + 6
+        assert result["world_size"] == 2 and result["effective_batch_size"] == 4  # 2 per device x 2 x 1
+        assert result["lr_schedule"].startswith("linear, ")
+    assert not half.exists()
+    removals = (tmp_path / "second.log.rmtree").read_text().split("\n")[:-1]
+    assert f"0 {half.name}" in removals and all(r.startswith("0 ") for r in removals), removals  # rank 0 alone
+    assert all((p / "trainer_state.json").exists() and (p / LOSS_STATE).exists() for p in out.glob("checkpoint-*"))
+    writes = log.read_text().split("\n")[:-1]
+    assert writes == [f"0 checkpoint-{step + 3}", f"0 checkpoint-{step + 6}"], writes
+
+
+def _wait_gone(pid: int, seconds: float = 30) -> None:
+    """Raise ProcessLookupError once `pid` no longer exists (or is a zombie nobody reaps); fail after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        os.kill(pid, 0)  # ProcessLookupError when gone
+        status = Path(f"/proc/{pid}/stat")
+        if status.exists() and status.read_text().split(") ")[-1].startswith("Z"):
+            raise ProcessLookupError(pid)
+        time.sleep(0.1)
+    pytest.fail(f"process {pid} still runs {seconds} s after torchrun failed")
+
+
+# ---- the launcher, with stand-in commands (no torchrun needed) -------------------------------------------------
+
+
+def test_a_failed_job_is_one_line_with_its_exit_code_and_last_stderr_lines(tmp_path):
+    failing = "import sys; sys.stderr.write('step 1\\rstep 2\\nTraceback (most recent call last)\\nValueError: boom\\n'); sys.exit(3)"
+    with pytest.raises(dj.DistributedTrainingError, match=r"failed with exit code 3: .*ValueError: boom$") as caught:
+        dj.run_command([sys.executable, "-c", failing], "training", stderr=io.StringIO())
+    assert "\n" not in str(caught.value)
+    ours = "import sys; sys.stderr.write('paperline: error: checkpoint x is corrupted; delete x\\nChildFailedError\\n'); sys.exit(1)"
+    with pytest.raises(dj.DistributedTrainingError, match=r"exit code 1: checkpoint x is corrupted; delete x$"):
+        dj.run_command([sys.executable, "-c", ours], "training", stderr=io.StringIO())
+
+
+def test_an_interrupt_stops_the_child_before_it_goes_on(tmp_path):
+    pid_file = tmp_path / "pid"
+    sleeper = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    import _thread
+
+    def interrupt_when_started():
+        while not pid_file.exists() or not pid_file.read_text():
+            time.sleep(0.05)
+        _thread.interrupt_main()  # what Ctrl-C, or the CLI's SIGTERM handler, raises in the flow's thread
+
+    threading.Thread(target=interrupt_when_started, daemon=True).start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        dj.run_command([sys.executable, "-c", sleeper], "training", stderr=io.StringIO(), stop_timeout=10)
+    assert time.monotonic() - started < 30
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)  # stopped and reaped
+
+
+# ---- the config key and the opt-in -------------------------------------------------------------------------------
+
+
+def _sbert_config(*overrides):
+    from paperline.project.discovery import get_project
+
+    project = get_project(Path(__file__).resolve().parents[2] / "projects", "sbert_sts")
+    return project, project.load_config("nli_then_sts", list(overrides))
+
+
+def test_nproc_per_node_is_validated_and_read_from_every_training_section():
+    project, cfg = _sbert_config()
+    assert dj.requested_processes(cfg) == 1
+    _, cfg = _sbert_config("train.stages.1.nproc_per_node=2")
+    assert dj.requested_processes(cfg) == 2  # stages left at 1 run under the same torchrun
+    _, cfg = _sbert_config("train.stages.0.nproc_per_node=auto")
+    assert dj.requested_processes(cfg) == dj.resolve_nproc("auto") >= 1
+    _, cfg = _sbert_config("train.stages.0.nproc_per_node=2", "train.stages.1.nproc_per_node=4")
+    with pytest.raises(ConfigError, match=r"different nproc_per_node \(2, 4\)"):
+        dj.requested_processes(cfg)
+    for bad in ("0", "many"):
+        with pytest.raises(ConfigError, match="nproc_per_node"):
+            _sbert_config(f"train.stages.0.nproc_per_node={bad}")
+    dj.check_rank_safe(project, 2)  # sbert_sts opted in
+
+
+def test_a_method_that_is_not_rank_safe_refuses_more_than_one_process():
+    other = SimpleNamespace(name="other", method=lambda: SimpleNamespace(train=None))
+    dj.check_rank_safe(other, 1)
+    with pytest.raises(ConfigError, match=r"project 'other' cannot train with nproc_per_node=2: .*RANK_SAFE = True"):
+        dj.check_rank_safe(other, 2)
+
+
+def test_the_job_spec_and_the_result_round_trip_through_json(tmp_path):
+    from paperline.data.datasets import DatasetRef
+    from paperline.project.interface import UpstreamModel
+
+    refs = {"stsb": DatasetRef(name="stsb", kind="scored_pairs", path=tmp_path / "data" / "stsb", md5="abc.dir")}
+    teacher = UpstreamModel(role="teacher", project="p", name="m", alias="champion", version="3", run_id=None,
+                            cache_key="k", path=tmp_path / "teacher")
+    spec = dj.JobSpec.build(tmp_path, "sbert_sts", "smoke", ["seed=1"], refs, tmp_path / "run", {"teacher": teacher})
+    back = dj.JobSpec.read(spec.write(tmp_path / "job.json"))
+    assert back == spec and back.refs() == refs and back.upstream_models() == {"teacher": teacher}
+    assert back.result_path == tmp_path / "run" / dj.RESULT_FILE
+    model = TrainedModel(path=tmp_path / "m", flavor="pyfunc", metrics={"steps": 4.0}, notes={"device": "cpu"},
+                         outputs={"base": tmp_path / "b"},
+                         serving=PyfuncSpec(python_model=tmp_path / "serve.py", artifacts={"m": tmp_path / "m"},
+                                            pip_requirements=["torch==2.13.0"], metadata={"k": 1}))
+    assert dj.model_from_json(json.loads(json.dumps(dj.model_to_json(model)))) == model
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ConfigError, match="cannot read the job spec"):
+        dj.JobSpec.read(tmp_path / "bad.json")
+
+
+def test_a_job_spec_for_a_multi_node_run_is_written_from_the_config(tmp_path, monkeypatch, capsys):
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.setenv("PAPERLINE_ROOT", str(root))
+    monkeypatch.setenv("PAPERLINE_WORKSPACE", str(tmp_path / "ws"))
+    spec_path = tmp_path / "job.json"
+    code = dj.main(["--write-spec", str(spec_path), "sbert_sts", "--config", "smoke", "train.stages.0.nproc_per_node=2"])
+    assert code == 0 and "torchrun --nnodes N --node-rank R" in capsys.readouterr().out
+    spec = dj.JobSpec.read(spec_path)
+    assert (spec.project, spec.config, spec.overrides) == ("sbert_sts", "smoke", ["train.stages.0.nproc_per_node=2"])
+    from paperline.data.datasets import read_pointer
+
+    assert spec.data["stsb"]["md5"] == read_pointer(root)["md5"]
+    assert Path(spec.workdir) == (tmp_path / "ws").resolve() / "runs" / "torchrun-sbert_sts-smoke"
+    code = dj.main(["--write-spec", str(spec_path), "cross_encoder_sts", "--config", "smoke", "train.nproc_per_node=2"])
+    assert code == 2 and "not rank-safe" in capsys.readouterr().err
