@@ -22,6 +22,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.exceptions import TerminationSignal
 from prefect.runtime import flow_run
@@ -63,7 +64,7 @@ class _OneLineUserErrors(logging.Filter):
 # ---- tasks: each calls one library function or one method function ------------------------------------------
 
 
-@task(name="resolve data")
+@task(name="resolve data", cache_policy=NO_CACHE, persist_result=False)  # DVC decides each time
 def resolve_data(settings: Settings):
     version = resolve_data_version(settings.root)
     if version.pulled:
@@ -105,7 +106,8 @@ def evaluate(project: Project, model: TrainedModel, cfg, data: ProjectData, key:
     return project.method().evaluate(model, cfg, data, ctx)
 
 
-@task(name="register and promote")
+# Never cached: registration and the policy run every time (and a registry cannot be hashed into a key).
+@task(name="register and promote", cache_policy=NO_CACHE, persist_result=False)
 def register(registry, policy, project: Project, model: TrainedModel, key: str, lineage: Lineage,
              summary: RunSummary) -> None:
     register_and_promote(registry, policy, project.card, model, key, lineage, summary)

@@ -11,7 +11,15 @@ import time
 
 import pytest
 
-from paperline.ml.training import CheckpointError, TrainSettings, check_checkpoint, last_checkpoint, mixed_precision, select_device
+from paperline.ml.training import (
+    MANIFEST,
+    CheckpointError,
+    TrainSettings,
+    check_checkpoint,
+    last_checkpoint,
+    mixed_precision,
+    select_device,
+)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +69,7 @@ def test_a_sigkilled_job_resumes_from_its_last_checkpoint(tiny_model_dir, tmp_pa
     job.kill()  # SIGKILL: no handler, no cleanup
     job.wait()
     assert job.returncode == -9
-    resumed_at = int(last_checkpoint(out).name.split("-")[1])
+    resumed_at = int(last_checkpoint(out, (MANIFEST,)).name.split("-")[1])  # what fit resumes from
     assert resumed_at >= 6
     again = _train(tiny_model_dir, out, resumed_at + 3)
     stdout, stderr = again.communicate(timeout=300)
@@ -80,9 +88,29 @@ def test_a_corrupted_checkpoint_is_one_clear_error(tiny_model_dir, tmp_path):
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a disk filled mid-write
     with pytest.raises(CheckpointError, match=rf"checkpoint {newest} is corrupted .*delete {newest}"):
         last_checkpoint(out)
-    (newest / "trainer_state.json").write_text("{not json")
+    (newest / MANIFEST).unlink()  # without a manifest (a checkpoint saved before manifests) the structural checks
+    (newest / "trainer_state.json").write_text("{not json")  # still apply
     with pytest.raises(CheckpointError, match="trainer_state.json"):
         check_checkpoint(newest)
+
+
+def test_weights_overwritten_inside_the_tensor_data_are_caught_by_the_manifest(tiny_model_dir, tmp_path):
+    """The header still parses and every tensor still opens: only the checksum sees the change."""
+    out = tmp_path / "ckpt"
+    job = _train(tiny_model_dir, out, 3)
+    assert job.wait(timeout=300) == 0, job.stderr.read()[-2000:]
+    newest = last_checkpoint(out, (MANIFEST,))
+    weights = newest / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 4096] = bytes(4096)
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=rf"checkpoint {newest} is corrupted \(model.safetensors differs from "
+                                              rf"the sha256 its manifest recorded.*delete {newest}"):
+        last_checkpoint(out, (MANIFEST,))
+    rerun = _train(tiny_model_dir, out, 6)  # the job refuses it in one line too, rather than resuming from it
+    _, stderr = rerun.communicate(timeout=300)
+    assert rerun.returncode != 0 and "differs from the sha256" in stderr
 
 
 def test_a_save_cut_short_by_a_kill_is_skipped_for_the_previous_checkpoint(tmp_path):

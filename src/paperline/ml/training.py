@@ -156,7 +156,10 @@ class TrainResult:
                 "lr_schedule": f"{self.lr_scheduler}, {self.warmup_steps} warm-up steps of {self.total_steps}"}
 
 
-LOSS_STATE = "loss.safetensors"  # a loss's own trainable weights, beside the trainer's checkpoint files
+LOSS_STATE = "loss.safetensors"
+# sha256 of every file of a checkpoint, written last: a checkpoint without it is a save that a kill cut short, and
+# a file whose bytes changed since (a disk error, a partial overwrite with the header intact) is found before use.
+MANIFEST = "paperline-manifest.json"  # a loss's own trainable weights, beside the trainer's checkpoint files
 
 
 def last_checkpoint(output_dir: Path, required: tuple[str, ...] = (), remove_incomplete: bool = True) -> Path | None:
@@ -183,11 +186,40 @@ def last_checkpoint(output_dir: Path, required: tuple[str, ...] = (), remove_inc
     return newest
 
 
+def write_manifest(folder: Path) -> None:
+    """Record the sha256 of every file in a checkpoint folder (atomically: the manifest appears whole)."""
+    files = {str(f.relative_to(folder)): _sha256(f) for f in sorted(folder.rglob("*"))
+             if f.is_file() and f.name != MANIFEST}
+    partial = folder / f".{MANIFEST}.partial"
+    partial.write_text(json.dumps({"sha256": files}, indent=1))
+    partial.rename(folder / MANIFEST)
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    sha = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
 def check_checkpoint(path: Path) -> None:
-    """Raise CheckpointError unless the trainer state parses and every weight file opens."""
+    """Raise CheckpointError unless the files match the checkpoint's manifest (when it has one), the trainer
+    state parses and every weight file opens."""
     from safetensors import safe_open
 
     hint = f"delete {path} to resume from the previous checkpoint, or delete {path.parent} to start over"
+    if (path / MANIFEST).is_file():
+        try:
+            recorded = json.loads((path / MANIFEST).read_text())["sha256"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"checkpoint {path} is corrupted ({MANIFEST}: {exc}); {hint}") from None
+        for name, digest in recorded.items():
+            if not (path / name).is_file() or _sha256(path / name) != digest:
+                raise CheckpointError(f"checkpoint {path} is corrupted ({name} differs from the sha256 its manifest "
+                                      f"recorded when it was saved); {hint}")
     try:
         state = json.loads((path / "trainer_state.json").read_text())
         int(state["global_step"])
@@ -259,6 +291,20 @@ def _save_loss_state_callback(loss: Any, model: Any):
     return SaveLossState()
 
 
+def _write_manifest_callback():
+    """A trainer callback that writes each checkpoint's manifest once the checkpoint is complete (last of all)."""
+    from transformers import TrainerCallback
+
+    class WriteManifest(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and folder.is_dir():
+                write_manifest(folder)
+            return control
+
+    return WriteManifest()
+
+
 def _load_loss_state(loss: Any, model: Any, checkpoint: Path) -> None:
     import torch
     from safetensors.torch import load_file
@@ -295,7 +341,7 @@ def fit(model: Any, train_dataset: Any, loss: Any, settings: TrainSettings) -> T
     model.to(device)
     loss.to(device)  # a head inside the loss trains on the same device as the model
     own_weights = bool(loss_parameters(loss, model))
-    required = (LOSS_STATE,) if own_weights else ()
+    required = (LOSS_STATE, MANIFEST) if own_weights else (MANIFEST,)
     # Only rank 0 removes a half-written checkpoint (every rank doing it raced: FileNotFoundError); the others
     # wait for it, then find the same complete checkpoint without removing anything.
     if is_main_process():
@@ -328,7 +374,8 @@ def fit(model: Any, train_dataset: Any, loss: Any, settings: TrainSettings) -> T
         **({"learning_rate_mapping": settings.learning_rate_mapping} if settings.learning_rate_mapping else {}),
         **({"batch_sampler": LengthGroupedBatchSampler} if settings.group_by_length else {}),
     )
-    callbacks = [_save_loss_state_callback(loss, model)] if own_weights else None
+    # the manifest comes last, after the loss's own weights: it vouches for every file of the checkpoint
+    callbacks = [*([_save_loss_state_callback(loss, model)] if own_weights else []), _write_manifest_callback()]
     trainer = trainer_class(model=model, args=args, train_dataset=train_dataset, loss=loss, callbacks=callbacks)
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
