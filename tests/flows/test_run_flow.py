@@ -172,7 +172,9 @@ def test_a_corrupted_checkpoint_stops_the_run_with_one_line_and_registers_nothin
     checkpoint = workspace.root / ".paperline" / "runs" / key[:16] / "stage0-sts" / "checkpoints" / "checkpoint-2"
     checkpoint.mkdir(parents=True)
     (checkpoint / "trainer_state.json").write_text('{"global_step": 2}')
-    (checkpoint / "model.safetensors").write_bytes(b"\x00" * 64)  # a write cut short
+    (checkpoint / "model.safetensors").write_bytes(b"\x00" * 64)  # bytes changed after the save completed:
+    (checkpoint / "paperline-manifest.json").write_text(  # its manifest recorded other ones
+        '{"sha256": {"model.safetensors": "' + "0" * 64 + '"}}')
     result, _ = _run(workspace)
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]

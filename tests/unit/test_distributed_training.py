@@ -23,7 +23,7 @@ from types import SimpleNamespace
 import pytest
 
 from paperline.core.config import ConfigError
-from paperline.ml.training import LOSS_STATE, last_checkpoint
+from paperline.ml.training import LOSS_STATE, MANIFEST, last_checkpoint
 from paperline.project import distributed_job as dj
 from paperline.project.interface import PyfuncSpec, TrainedModel
 
@@ -108,10 +108,10 @@ def test_a_killed_two_rank_run_with_a_half_written_checkpoint_resumes_on_both_ra
     out, first, second = tmp_path / "ckpt", tmp_path / "first", tmp_path / "second"
 
     # 1. A long 2-rank run, killed mid-way (SIGKILL to rank 0, as the OOM killer would) once a checkpoint with its
-    #    loss state is complete; torchrun then stops rank 1 and fails.
+    #    loss state and manifest is complete; torchrun then stops rank 1 and fails.
     job = _torchrun(script, tiny_model_dir, out, 100_000, first, tmp_path / "first.log")
     deadline = time.monotonic() + 150
-    while time.monotonic() < deadline and not list(out.glob(f"checkpoint-*/{LOSS_STATE}")):
+    while time.monotonic() < deadline and not list(out.glob(f"checkpoint-*/{MANIFEST}")):
         assert job.poll() is None, job.communicate()[1][-3000:]
         time.sleep(0.05)
     os.kill(int((first / "pid0").read_text()), signal.SIGKILL)
@@ -123,7 +123,7 @@ def test_a_killed_two_rank_run_with_a_half_written_checkpoint_resumes_on_both_ra
         assert not (first / f"rank{rank}.json").exists()
 
     # 2. The newest complete checkpoint, and after it a save the kill cut short: weights but no trainer_state.json.
-    resume_at = last_checkpoint(out, (LOSS_STATE,), remove_incomplete=False)
+    resume_at = last_checkpoint(out, (LOSS_STATE, MANIFEST), remove_incomplete=False)
     step = int(resume_at.name.split("-")[1])
     newest = max(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
     half = out / f"checkpoint-{newest + 1000}"  # past every step the rerun reaches, so it never saves there
