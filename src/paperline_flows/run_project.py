@@ -136,6 +136,14 @@ def resolve_upstream(cfg, settings: Settings, client) -> dict:
     return models
 
 
+def connect_services(settings: Settings, project: Project):
+    """The tracking client, the audit store, the registry over both, and the project's promotion policy."""
+    client = tracking.connect(settings)
+    store = AuditStore(settings.store_url)
+    return client, store, ModelRegistry(client, store, policy_path=settings.policy_path), \
+        load_policy(settings.policy_path, project.name)
+
+
 # ---- the flow -------------------------------------------------------------------------------------------------
 
 
@@ -151,10 +159,7 @@ def run_project(project_name: str, config_name: str = "default", overrides: list
     project, cfg = checked.project, checked.cfg
     nproc = requested_processes(cfg)
     check_rank_safe(project, nproc)  # a method that is not rank-safe refuses nproc_per_node > 1 before any work
-    client = tracking.connect(settings)
-    store = AuditStore(settings.store_url)
-    registry = ModelRegistry(client, store, policy_path=settings.policy_path)
-    policy = load_policy(settings.policy_path, project.name)
+    client, store, registry, policy = connect_services(settings, project)
 
     version = resolve_data(settings)
     refs = {name: dataset_ref(version, name, use.kind) for name, use in cfg.data.items()}

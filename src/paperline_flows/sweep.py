@@ -40,11 +40,8 @@ from paperline.ops import sweep as grid_ops
 from paperline.ops import tracking
 from paperline.ops.cache import cache_key, gate_cache_key
 from paperline.ops.decisions import Lineage, git_commit
-from paperline.ops.policy import load_policy
 from paperline.ops.preflight import preflight
 from paperline.ops.promotion import register_and_promote
-from paperline.ops.registry import ModelRegistry
-from paperline.ops.store import AuditStore
 from paperline.ops.summary import RunSummary
 from paperline.project.contract import check_evaluation
 from paperline.project.distributed_job import JobSpec, requested_processes
@@ -52,6 +49,7 @@ from paperline.project.interface import ProjectData, RunContext, TrainedModel
 from paperline_flows.run_project import (
     _OneLineUserErrors,
     _remove_checkpoints,
+    connect_services,
     data_gate,
     evaluate,
     resolve_data,
@@ -171,10 +169,7 @@ def sweep(project_name: str, config_name: str = "default", grid: dict[str, list[
         preflight(settings, project_name, config_name, base + grid_ops.overrides(params))
     project, cfg = checked.project, checked.cfg
     metric = project.card.primary_metric
-    client = tracking.connect(settings)
-    store = AuditStore(settings.store_url)
-    registry = ModelRegistry(client, store, policy_path=settings.policy_path)
-    policy = load_policy(settings.policy_path, project.name)
+    client, store, registry, policy = connect_services(settings, project)
 
     version = resolve_data(settings)
     refs = {name: dataset_ref(version, name, use.kind) for name, use in cfg.data.items()}

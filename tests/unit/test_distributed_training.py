@@ -23,7 +23,7 @@ from types import SimpleNamespace
 import pytest
 
 from paperline.core.config import ConfigError
-from paperline.ml.training import LOSS_STATE, MANIFEST, last_checkpoint
+from paperline.ml.checkpoints import LOSS_STATE, MANIFEST, last_checkpoint
 from paperline.project import distributed_job as dj
 from paperline.project.interface import PyfuncSpec, TrainedModel
 

@@ -11,15 +11,8 @@ import time
 
 import pytest
 
-from paperline.ml.training import (
-    MANIFEST,
-    CheckpointError,
-    TrainSettings,
-    check_checkpoint,
-    last_checkpoint,
-    mixed_precision,
-    select_device,
-)
+from paperline.ml.checkpoints import MANIFEST, CheckpointError, check_checkpoint, last_checkpoint
+from paperline.ml.training import TrainSettings, mixed_precision, select_device
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +135,8 @@ def test_a_loss_with_weights_of_its_own_is_checkpointed_and_restored(tiny_model_
     from safetensors.torch import load_file
     from sentence_transformers import SentenceTransformer
 
-    from paperline.ml.training import LOSS_STATE, fit, loss_parameters
+    from paperline.ml.checkpoints import LOSS_STATE
+    from paperline.ml.training import fit, loss_parameters
 
     class HeadLoss(torch.nn.Module):
         def __init__(self, model):

@@ -10,12 +10,10 @@ Nothing happens at import time: the engine is created, and the tables with it, o
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib.util
 import json
 import re
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -350,60 +348,21 @@ class AuditStore:
 
     @contextmanager
     def hold(self, name: str, wait: bool = True, timeout_s: float = 6 * 3600) -> Iterator[bool]:
-        """Hold the lock `name` for the block; yields whether it was acquired (always True when `wait`).
+        """Hold the lock `name` for the block; yields whether it was acquired (always True when `wait`; a wait
+        that runs out is a StoreError). The lock goes with this process however it ends, so it also tells a live
+        run from a dead one; see paperline.ops.locks for how each backend holds it."""
+        from paperline.ops import locks
 
-        The lock belongs to this process and goes with it, however it ends (a SIGKILL included), so it also says
-        whether a run is still alive: `hold(f"run:{id}", wait=False)` acquires only a dead run's lock. On
-        PostgreSQL it is a session advisory lock, so every machine that shares the store sees it; on SQLite an
-        exclusive `flock` on a file beside the database (one machine, as a SQLite store is).
-        """
         self._sessionmaker()
-        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
-        deadline = time.monotonic() + (timeout_s if wait else 0)
-        if self._engine.dialect.name == "postgresql":
-            from sqlalchemy import text
-
-            with self._reachable(), self._engine.connect() as connection:
-                acquired = self._poll(lambda: connection.execute(text("SELECT pg_try_advisory_lock(:k)"),
-                                                                 {"k": key}).scalar(), deadline, name)
-                try:
+        try:
+            if self._engine.dialect.name == "postgresql":
+                with self._reachable(), locks.advisory_lock(self._engine, name, wait, timeout_s) as acquired:
                     yield acquired
-                finally:
-                    if acquired:
-                        connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                        connection.commit()
-            return
-        import fcntl
-
-        database = self._url.database if self._url is not None else None
-        folder = (Path(database).expanduser().parent if database and database != ":memory:"
-                  else Path(tempfile.gettempdir())) / "locks"
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / f"{key & 0xFFFFFFFFFFFFFFFF:016x}.lock", "a+") as handle:
-            def attempt() -> bool:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    return True
-                except BlockingIOError:
-                    return False
-
-            acquired = self._poll(attempt, deadline, name)
-            try:
-                yield acquired
-            finally:
-                if acquired:
-                    fcntl.flock(handle, fcntl.LOCK_UN)
-
-    def _poll(self, attempt, deadline: float, name: str) -> bool:
-        """Try until acquired or the deadline passes (bounded: a lock is never waited for forever); a wait that
-        runs out is an error, a single try (deadline now) just says no."""
-        waited = time.monotonic()
-        while True:
-            if attempt():
-                return True
-            if time.monotonic() >= deadline:
-                if deadline > waited:
-                    raise StoreError(f"waited {deadline - waited:.0f} s for the lock '{name}' in "
-                                     f"{self._display_url()}; another run still holds it")
-                return False
-            time.sleep(0.5)
+            else:
+                database = self._url.database if self._url is not None else None
+                folder = (Path(database).expanduser().parent if database and database != ":memory:"
+                          else Path(tempfile.gettempdir())) / "locks"
+                with locks.file_lock(folder, name, wait, timeout_s) as acquired:
+                    yield acquired
+        except locks.LockTimeout as error:
+            raise StoreError(f"{error} in {self._display_url()}; another run still holds it") from None
