@@ -40,7 +40,7 @@ from paperline.ml.models import load_sentence_transformer
 from paperline.ml.training import fit
 from paperline.project.discovery import project_module
 from paperline.project.interface import Evaluation, ProjectData, RunContext, TrainedModel
-from paperline.project.sections import EvaluateSection, FitSection, pyfunc_spec, scored_pairs_dataset
+from paperline.project.sections import PAIRS_EXAMPLE, EvaluateSection, FitSection, pyfunc_spec, scored_pairs_dataset
 
 HERE = Path(__file__).resolve().parent
 dse = project_module(HERE / "dse.py")
@@ -132,7 +132,8 @@ def train(cfg: Config, data: ProjectData, ctx: RunContext) -> TrainedModel:
     serving = pyfunc_spec(HERE / "pyfunc_model.py", {"student": folder}, ["torch", "sentence-transformers", "numpy"],
                           code_paths=[HERE / "dse.py"],
                           metadata={"model_type": "dse-student", "input": "list of [sentence1, sentence2] pairs",
-                                    "output": "float32 score per pair (STS score / 5 scale)"})
+                                    "output": "float32 score per pair (STS score / 5 scale)"},
+                          input_example=PAIRS_EXAMPLE)
     return TrainedModel(path=folder, flavor="pyfunc", serving=serving, metrics=metrics, outputs=outputs,
                         notes={"arms": ", ".join(_arm(a) for a in t.arms())})
 

@@ -34,7 +34,7 @@ from pydantic import Field
 
 from paperline.core.config import ProjectConfig, StrictModel
 from paperline.data.kinds.nli_pairs import NliPair
-from paperline.ml.evaluation import sts_metrics
+from paperline.ml.evaluation import sts_metrics, sts_results
 from paperline.ml.models import load_sentence_transformer
 from paperline.ml.training import fit, save_on_main
 from paperline.project.interface import Evaluation, ProjectData, RunContext, TrainedModel
@@ -128,7 +128,7 @@ def evaluate(model: TrainedModel, cfg: Config, data: ProjectData, ctx: RunContex
 
     e = cfg.evaluate
     splits = e.rows(data)
-    metrics = sts_metrics(SentenceTransformer(str(model.path)), splits, prefix=e.dataset)
+    metrics, predictions = sts_results(SentenceTransformer(str(model.path)), splits, prefix=e.dataset)
     if e.baseline:
         metrics.update(sts_metrics(load_sentence_transformer(cfg.base_model), splits, prefix=f"baseline_{e.dataset}"))
-    return Evaluation(metrics=metrics)
+    return Evaluation(metrics=metrics, predictions=predictions)

@@ -35,7 +35,7 @@ from pydantic import Field, model_validator
 from paperline.core.config import ProjectConfig, StrictModel
 from paperline.project.discovery import project_module
 from paperline.project.interface import Evaluation, ProjectData, PyfuncSpec, RunContext, TrainedModel
-from paperline.project.sections import pyfunc_spec
+from paperline.project.sections import SENTENCES_EXAMPLE, pyfunc_spec
 
 HERE = Path(__file__).resolve().parent
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -220,7 +220,8 @@ def serving_spec(model_folder: str | Path, settings_path: Path, hidden_size: int
     # The input schema (a list of strings) comes from predict's type hint; the output is a float32 matrix.
     return pyfunc_spec(HERE / "pyfunc_model.py", {"lm": Path(model_folder), "settings": settings_path},
                        ["torch", "transformers", "numpy"], code_paths=[HERE / "token_prepending.py"],
-                       metadata={"embedding_dim": hidden_size, "output": f"float32 array [n, {hidden_size}]"})
+                       metadata={"embedding_dim": hidden_size, "output": f"float32 array [n, {hidden_size}]"},
+                       input_example=SENTENCES_EXAMPLE)
 
 
 def evaluate(model: TrainedModel, cfg: Config, data: ProjectData, ctx: RunContext) -> Evaluation:

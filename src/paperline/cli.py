@@ -1,7 +1,9 @@
 """The `paperline` command: list projects, run their pipeline, manage data and the model registry.
 
-Errors a user can cause end with one line on stderr and a non-zero exit code (2 for usage and config
-errors, 1 for the rest); anything else is a bug and keeps its traceback.
+Errors a user can cause end with one line on stderr and an exit code: 2 when something typed is wrong (the
+command line, a config, a name, a path, a URL in an environment variable: fix it and rerun), 1 when a service or
+the job failed, 3 when the data gate refused the data, 130 when interrupted. Anything else is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
@@ -57,10 +59,7 @@ def cmd_run(args) -> int:
 
     # Everything a user can get wrong is checked before Prefect starts, so it costs a second, not a server.
     checked = preflight(settings, args.project, args.config, args.overrides)
-    if not settings.prefect_api_url:
-        from paperline.ops.prefect_server import ensure_local_server
-
-        os.environ["PREFECT_API_URL"] = ensure_local_server(settings.prefect_home)
+    _connect_prefect(settings)
     if args.on:  # a worker of the deployment's pool runs it; this only submits (run_deployment) and says where
         return _submit(args)
     run_project = _flow("run_project")
@@ -79,6 +78,17 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _connect_prefect(settings: Settings) -> None:
+    """The team server of PREFECT_API_URL if set (checked now: a dead one is one line, not minutes of retries),
+    else the workspace's local server, started on first use."""
+    from paperline.ops.prefect_server import check_api, ensure_local_server
+
+    if settings.prefect_api_url:
+        check_api(settings.prefect_api_url)
+    else:
+        os.environ["PREFECT_API_URL"] = ensure_local_server(settings.prefect_home)
+
+
 def _submit(args) -> int:
     """`paperline run ... --on DEPLOYMENT_OR_POOL`: create the flow run on the Prefect server and return."""
     submitted = _flow("submit")(args.on, args.project, args.config, args.overrides)
@@ -90,12 +100,10 @@ def _submit(args) -> int:
 
 
 def cmd_deploy(args) -> int:
-    """Create the work pools infra/prefect.yaml needs (from infra/pools/) and register its deployments."""
+    """Create the work pools the deployments need (from infra/pools/) and register the deployments: one per project
+    config plus infra/prefect.yaml's own."""
     settings = _settings()
-    if not settings.prefect_api_url:
-        from paperline.ops.prefect_server import ensure_local_server
-
-        os.environ["PREFECT_API_URL"] = ensure_local_server(settings.prefect_home)
+    _connect_prefect(settings)
     names = _flow("deploy")(settings.root, args.pool, args.update_pools)
     print(f"deployed {len(names)}: " + ", ".join(names))
     print("run one with `paperline run <project> --on <deployment-or-pool>` once a worker polls its pool")
@@ -114,10 +122,7 @@ def cmd_sweep(args) -> int:
     preflight(settings, args.project, args.config, [])
     for trial in trials:  # every trial's config, before Prefect starts
         preflight(settings, args.project, args.config, grid_ops.overrides(trial))
-    if not settings.prefect_api_url:
-        from paperline.ops.prefect_server import ensure_local_server
-
-        os.environ["PREFECT_API_URL"] = ensure_local_server(settings.prefect_home)
+    _connect_prefect(settings)
     workers = args.workers or min(len(trials), os.cpu_count() or 1)
     sweep = _flow("sweep")
     _stop_on_interrupt()
@@ -264,7 +269,10 @@ def cmd_models_ls(args) -> int:
 
 
 def cmd_models_history(args) -> int:
-    events = _registry().history(args.name)
+    registry = _registry()
+    events = registry.history(args.name)
+    if not events:
+        registry.check_model(args.name)  # no history and no such model: a typo, not an empty history
     rows = [(e.time.strftime("%Y-%m-%d %H:%M:%S"), e.alias, e.action, e.actor,
              f"v{e.previous_version or '-'} -> v{e.new_version or '-'}",
              {True: "passed", False: "failed", None: "-"}[e.gate_passed], e.reason) for e in events]
@@ -282,15 +290,25 @@ def cmd_doctor(args) -> int:
     return 0
 
 
+def _policy_lines(event) -> None:
+    view = (event.details or {}).get("policy") or {}
+    for line in view.get("lines", []):
+        print(f"  policy: {line}")
+    if view.get("forced"):
+        print(f"  forced: {'; '.join(view['refusals'])}")
+
+
 def cmd_promote(args) -> int:
-    event = _registry().promote(args.name, str(args.version), args.reason)
+    event = _registry().promote(args.name, str(args.version), args.reason, force=args.force)
     print(f"{args.name}: champion v{event.previous_version or '-'} -> v{event.new_version} ({event.actor})")
+    _policy_lines(event)
     return 0
 
 
 def cmd_rollback(args) -> int:
     event = _registry().rollback(args.name, args.reason)
     print(f"{args.name}: champion v{event.previous_version} -> v{event.new_version} ({event.actor})")
+    _policy_lines(event)
     return 0
 
 
@@ -332,22 +350,36 @@ def cmd_export(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    from paperline.ops.prefect_server import running_server
+    """Where the two dashboards are, after checking that each answers (exit 1 when a named server is down)."""
+    from paperline.ops.prefect_server import healthy, running_server
+    from paperline.ops.tracking import is_server
 
     settings = _settings()
-    server = None if settings.prefect_api_url else running_server(settings.prefect_home)
-    prefect_url = (settings.prefect_api_url or (server or {}).get("api_url", "")).removesuffix("/api")
+    down = 0
     print("Prefect dashboard (flow runs, schedules, deployments):")
-    if prefect_url:
-        print(f"  open {prefect_url}")
+    if settings.prefect_api_url:
+        url = settings.prefect_api_url.rstrip("/")
+        if healthy(url, timeout=5.0):
+            print(f"  open {url.removesuffix('/api')}")
+        else:
+            down += 1
+            print(f"  PREFECT_API_URL {url} does not answer: start that server, or unset PREFECT_API_URL")
+    elif server := running_server(settings.prefect_home):
+        print(f"  open {server['api_url'].removesuffix('/api')}")
     else:
-        print(f"  not running; `paperline run ...` starts it, or: PREFECT_HOME={settings.prefect_home} prefect server start")
+        print(f"  not running; `paperline run ...` starts it, or: PREFECT_HOME={settings.prefect_home} "
+              "prefect server start")
     print("MLflow UI (runs, metrics, models and aliases):")
-    if settings.tracking_uri.startswith(("http://", "https://")):
-        print(f"  open {settings.tracking_uri}")
+    uri = settings.tracking_uri
+    if is_server(uri):
+        if healthy(uri.rstrip("/"), timeout=5.0):
+            print(f"  open {uri}")
+        else:
+            down += 1
+            print(f"  MLFLOW_TRACKING_URI {uri} does not answer: start that server, or unset MLFLOW_TRACKING_URI")
     else:
-        print(f"  mlflow ui --backend-store-uri {settings.tracking_uri} --port 5000   # then open http://127.0.0.1:5000")
-    return 0
+        print(f"  mlflow ui --backend-store-uri {uri} --port 5000   # then open http://127.0.0.1:5000")
+    return 1 if down else 0
 
 
 def cmd_server_stop(args) -> int:
@@ -356,6 +388,15 @@ def cmd_server_stop(args) -> int:
     stopped = stop_local_server(_settings().prefect_home)
     print("stopped the local Prefect server" if stopped else "no local Prefect server was running")
     return 0
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("paperline")
+    except PackageNotFoundError:  # a source tree on PYTHONPATH without `pip install -e .`
+        return "(not installed)"
 
 
 def _table(header: list[str], rows: list[tuple]) -> None:
@@ -370,6 +411,9 @@ def _table(header: list[str], rows: list[tuple]) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="paperline", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"paperline {_version()}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show the libraries' own progress bars "
+                        "and log lines (transformers, sentence-transformers' trainer) besides paperline's")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser("ls", help="list projects: name, title, paper, status, configs").set_defaults(func=cmd_ls)
@@ -387,7 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "sbert-sts-gpu-k8s) or a work pool instead of running here; prints the flow run's link")
     run.set_defaults(func=cmd_run)
 
-    deploy = sub.add_parser("deploy", help="create the work pools and register infra/prefect.yaml's deployments")
+    deploy = sub.add_parser("deploy", help="create the work pools and register the deployments: one per project "
+                            "config, plus infra/prefect.yaml's")
     deploy.add_argument("--pool", metavar="NAME", help="only the deployments of this work pool (default: all)")
     deploy.add_argument("--update-pools", action="store_true",
                         help="send the templates in infra/pools/ to pools that exist already")
@@ -428,6 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("name")
     promote.add_argument("version")
     promote.add_argument("--reason", required=True, help="why; written to the audit history")
+    promote.add_argument("--force", action="store_true",
+                         help="promote even if the policy refuses (failed data gate, below the floor); the audit "
+                              "row says what was overridden")
     promote.set_defaults(func=cmd_promote)
 
     rollback = sub.add_parser("rollback", help="give the champion alias back to the previous champion (audited)")
@@ -457,6 +505,8 @@ def main(argv: list[str] | None = None) -> int:
     # `run sbert_sts --config smoke seed=1`: argparse stops filling a positional list at the first option, so
     # overrides after an option arrive as extras; they are overrides only for `run` (and axes for `sweep`).
     args, extras = parser.parse_known_args(argv)
+    if args.verbose:  # before any library is imported: they read their progress settings then
+        os.environ["PAPERLINE_VERBOSE"] = "1"
     if extras and (args.command not in ("run", "sweep") or any(x.startswith("-") or "=" not in x for x in extras)):
         parser.error(f"unrecognized arguments: {' '.join(extras)}")
     if extras:
@@ -465,10 +515,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except PaperlineError as exc:
         print(f"paperline: error: {exc}", file=sys.stderr)
-        from paperline.core.config import ConfigError
-        from paperline.project.discovery import ProjectError
-
-        return 2 if isinstance(exc, (ConfigError, ProjectError)) else 1
+        return exc.exit_code
     except KeyboardInterrupt:
         print("paperline: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
         return 130

@@ -1,10 +1,12 @@
-"""Register infra/prefect.yaml's deployments and their work pools, and submit a run to a deployment.
+"""Register the deployments and their work pools, submit a run to a deployment, and the deployments' pull step.
 
 `paperline deploy [--pool NAME]` and `paperline run <project> --on <deployment-or-pool>` load these functions
 through the `paperline.flows` entry points `deploy` and `submit` (the library never imports Prefect; see the
 layering contracts in pyproject.toml). Work pools are created from the base job templates in infra/pools/
-(`pools.yaml` says which pool has which worker type and template); the deployments are registered by Prefect's
-own `prefect deploy --prefect-file infra/prefect.yaml`, which runs its build step and records its pull step.
+(`pools.yaml` says which pool has which worker type and template). The deployments are infra/prefect.yaml's plus
+one per project config (`paperline.ops.deployments.deployment_file`), written to the workspace and registered by
+Prefect's own `prefect deploy --prefect-file <workspace>/prefect.generated.yaml`, which runs the build step and
+records the pull step, `enter_checkout` below.
 """
 
 from __future__ import annotations
@@ -14,16 +16,48 @@ import subprocess
 import sys
 from pathlib import Path
 
+from paperline.core.settings import Settings
 from paperline.ops.deployments import (
     FLOW_NAME,
+    RUN_ENTRYPOINT,
     DeploymentError,
     PoolSpec,
+    checkout_problem,
+    deployment_file,
     full_name,
-    load_deployments,
     load_pools,
     pick_for_pool,
     select,
+    write_deployment_file,
 )
+from paperline.project.discovery import discover
+
+
+def enter_checkout(directory: str) -> dict[str, str]:
+    """The deployments' pull step (`paperline_flows.deployments.enter_checkout: {directory: ...}` in
+    infra/prefect.yaml): run the flow in the checkout recorded at deploy time. A folder that is missing on the
+    worker's machine, or is no paperline checkout, fails the flow run with one line saying so, instead of a
+    flow that cannot be imported or a run in the wrong folder."""
+    path = Path(directory).expanduser()
+    problem = checkout_problem(path)
+    if problem:
+        _fail_flow_run(problem)
+        raise DeploymentError(problem)
+    os.chdir(path)
+    return {"directory": str(path)}
+
+
+def _fail_flow_run(message: str) -> None:
+    """Set the flow run this pull step prepares to Failed with `message`: otherwise the engine exits 1 and the
+    worker marks it Crashed with "infrastructure exited with non-zero status code" (the reason only in the logs)."""
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+    from prefect.states import Failed
+
+    if not flow_run.id:  # called outside a worker's flow run (a test, a shell): raising is all there is to do
+        return
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(flow_run.id, Failed(message=message), force=True)
 
 
 def ensure_pool(client, spec: PoolSpec, update: bool = False) -> str:
@@ -58,19 +92,26 @@ def deploy(root: Path, pool: str | None = None, update_pools: bool = False, echo
     """Create the pools the chosen deployments need, then `prefect deploy` them; returns their full names."""
     from prefect.client.orchestration import get_client
 
-    chosen, pools = select(load_deployments(root), load_pools(root), pool)
+    settings = Settings.from_env(root)
+    known = load_pools(root)
+    spec, skipped = deployment_file(root, discover(settings.projects_dir), known)
+    for name in skipped:
+        echo(f"project {name}: not deployed, its project.yaml does not validate (see `paperline ls`)")
+    chosen, pools = select(spec["deployments"], known, pool)
     with get_client(sync_client=True) as client:
-        for spec in pools:
-            done = ensure_pool(client, spec, update_pools)
-            echo(f"work pool {spec.name} ({spec.type}): {done}")
-    command = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--prefect-file", "infra/prefect.yaml"]
+        for needed in pools:
+            done = ensure_pool(client, needed, update_pools)
+            echo(f"work pool {needed.name} ({needed.type}): {done}")
+    path = write_deployment_file(settings.workspace, spec)
+    command = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--prefect-file", str(path)]
     command += ["--all"] if pool is None else [arg for d in chosen for arg in ("--name", d["name"])]
     result = subprocess.run(command, cwd=root, capture_output=True, text=True, check=False,
                             env={**os.environ, "PAPERLINE_ROOT": str(root)})
     if result.returncode != 0:
         tail = (result.stdout + result.stderr).strip().splitlines()[-15:]
         raise DeploymentError("prefect deploy failed:\n" + "\n".join(tail))
-    return [full_name(d["name"]) for d in chosen]
+    # another flow's deployment (promote-model) is "<its flow>/<name>": shown by its name alone
+    return [full_name(d["name"]) if d.get("entrypoint") == RUN_ENTRYPOINT else d["name"] for d in chosen]
 
 
 def submit(target: str, project: str, config: str, overrides: list[str] | None = None,
@@ -79,7 +120,12 @@ def submit(target: str, project: str, config: str, overrides: list[str] | None =
     project's if it has one) with this run's parameters, without waiting; returns its id, deployment and link.
     The pool's workers pick it up; the run's own summary is in the Prefect UI and MLflow."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, WorkPoolFilter, WorkPoolFilterName
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        WorkPoolFilter,
+        WorkPoolFilterName,
+    )
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
     from prefect.utilities.urls import url_for
@@ -90,8 +136,8 @@ def submit(target: str, project: str, config: str, overrides: list[str] | None =
             name = full_name(target)
         except ObjectNotFound:
             if "/" in target:
-                raise DeploymentError(f"no deployment '{target}'; `paperline deploy` registers "
-                                      "infra/prefect.yaml, `prefect deployment ls` lists them") from None
+                raise DeploymentError(f"no deployment '{target}'; `paperline deploy` registers one per project "
+                                      "config and infra/prefect.yaml's, `prefect deployment ls` lists them") from None
             found = client.read_deployments(
                 flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])),
                 work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[target])))

@@ -11,6 +11,8 @@ steps after training do not change.
 Training and evaluation are cached by Prefect under `paperline.ops.cache.cache_key` (the project's files, the
 library layers that can change results, the resolved config, the dataset md5 and the upstream models); results
 persist in the workspace, so an unchanged rerun in a new process skips both and records a run that says so.
+They are stored as checked JSON, never pickles, and verified before use (`paperline_flows.results.verified`): a
+swapped or edited result, or a model folder whose files changed, is logged in one line and recomputed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -35,7 +38,7 @@ from paperline.core.settings import Settings
 from paperline.data.datasets import dataset_ref, remote_url, resolve_data_version
 from paperline.data.quality import gate_datasets
 from paperline.data.quality_report import GateOutcome
-from paperline.ops import tracking, upstream
+from paperline.ops import run_views, tracking, upstream
 from paperline.ops.cache import cache_key, gate_cache_key
 from paperline.ops.decisions import Lineage, git_commit
 from paperline.ops.policy import load_policy
@@ -49,6 +52,7 @@ from paperline.project.contract import check_evaluation
 from paperline.project.discovery import Project
 from paperline.project.distributed_job import JobSpec, check_rank_safe, launch, requested_processes
 from paperline.project.interface import Evaluation, ProjectData, RunContext, TrainedModel
+from paperline_flows.results import RESULTS, verified
 
 
 class _OneLineUserErrors(logging.Filter):
@@ -72,12 +76,16 @@ def resolve_data(settings: Settings):
     return version
 
 
-@task(name="data gate", cache_key_fn=lambda context, parameters: parameters["key"], persist_result=True)
-def data_gate(refs, cfg, min_rows: dict, key: str) -> GateOutcome:
-    """GX validation of every split the run reads, with the card's row floors; cached per data version, floors
-    and gate code."""
-    outcome = gate_datasets(refs, cfg, min_rows=min_rows)
-    create_markdown_artifact(key="data-gate", markdown=outcome.to_markdown(), description="data gate report")
+@task(name="data gate", cache_key_fn=lambda context, parameters: parameters["key"], persist_result=True,
+      result_serializer=RESULTS)
+def data_gate(refs, cfg, min_rows: dict, key: str, previous_rows: dict | None = None,
+              max_shrink: dict | None = None) -> GateOutcome:
+    """GX validation of every split the run reads, with the card's row floors and, against the row counts of the
+    last version that passed (`previous_rows`), its shrink fractions; cached per data version, those inputs and
+    gate code."""
+    outcome = gate_datasets(refs, cfg, min_rows=min_rows, previous_rows=previous_rows, max_shrink=max_shrink)
+    create_markdown_artifact(key=_artifact_key("data-gate"), markdown=outcome.to_markdown(),
+                             description="data gate report")
     for line in outcome.summary_lines():
         get_run_logger().info(line)
     return outcome
@@ -87,7 +95,7 @@ def _step_key(step: str):
     return lambda context, parameters: f"{parameters['key']}-{step}"
 
 
-@task(name="train", cache_key_fn=_step_key("train"), persist_result=True)
+@task(name="train", cache_key_fn=_step_key("train"), persist_result=True, result_serializer=RESULTS)
 def train(project: Project, cfg, data: ProjectData, key: str, ctx: RunContext, job: JobSpec | None = None,
           nproc: int = 1) -> TrainedModel:
     if job is not None and nproc > 1:  # the same train, on every rank of a torchrun; rank 0's result comes back
@@ -96,12 +104,11 @@ def train(project: Project, cfg, data: ProjectData, key: str, ctx: RunContext, j
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         get_run_logger().info(f"training under torchrun --standalone: {nproc} processes ({backend})")
         return launch(job, nproc)
-    method = project.method()
     # a training-free method builds its servable model instead (TrainingFreeMethod.prepare)
-    return method.train(cfg, data, ctx) if project.trains else method.prepare(cfg, data, ctx)
+    return project.build_model(cfg, data, ctx)
 
 
-@task(name="evaluate", cache_key_fn=_step_key("evaluate"), persist_result=True)
+@task(name="evaluate", cache_key_fn=_step_key("evaluate"), persist_result=True, result_serializer=RESULTS)
 def evaluate(project: Project, model: TrainedModel, cfg, data: ProjectData, key: str, ctx: RunContext) -> Evaluation:
     return project.method().evaluate(model, cfg, data, ctx)
 
@@ -147,18 +154,52 @@ def connect_services(settings: Settings, project: Project):
 # ---- the flow -------------------------------------------------------------------------------------------------
 
 
-@flow(name="paperline-run")
+def _artifact_key(what: str) -> str:
+    """`<project-dashed>-<what>`: one artifact history per project (both flows take `project_name`)."""
+    return run_views.artifact_key(flow_run.parameters.get("project_name") or "paperline", what)
+
+
+def _flow_run_name() -> str:
+    """`<project>-<config>-<UTC stamp>` for the Prefect flow run; the MLflow run takes the same name."""
+    parameters = flow_run.parameters
+    return run_views.run_name(parameters["project_name"], parameters.get("config_name") or "default")
+
+
+def _run_name(project: str, config: str) -> str:
+    """The flow run's own name when it has that form, so that the MLflow run and the flow run share one stamp."""
+    name = flow_run.name or ""
+    return name if name.startswith(f"{project}-{config}-") else run_views.run_name(project, config)
+
+
+def _tag_flow_run(project: str, config: str) -> None:
+    """Tags `project:<p>` and `config:<c>` on this flow run, however it was started (the CLI, a deployment, an
+    upstream run inside another flow): the dashboard filters runs by them."""
+    import httpx
+    from prefect.client.orchestration import get_client
+
+    ours = [f"project:{project}", f"config:{config}"]
+    kept = [t for t in flow_run.tags if not t.startswith(("project:", "config:"))]
+    try:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(flow_run.id, tags=[*kept, *ours])
+    except httpx.HTTPError as error:  # a label in the dashboard is not worth a run
+        get_run_logger().warning(f"could not tag the flow run {' '.join(ours)}: {error}")
+
+
+@flow(name="paperline-run", flow_run_name=_flow_run_name)
 def run_project(project_name: str, config_name: str = "default", overrides: list[str] | None = None):
     """Run one project's pipeline; returns the RunSummary, or a Failed state when the data gate fails."""
     import mlflow
 
     for name in ("prefect.task_runs", "prefect.flow_runs"):
         logging.getLogger(name).addFilter(_OneLineUserErrors())
+    started_at = time.monotonic()
     settings = Settings.from_env()
     checked = preflight(settings, project_name, config_name, overrides)  # the CLI's own result when it ran it
     project, cfg = checked.project, checked.cfg
     nproc = requested_processes(cfg)
     check_rank_safe(project, nproc)  # a method that is not rank-safe refuses nproc_per_node > 1 before any work
+    _tag_flow_run(project.name, config_name)
     client, store, registry, policy = connect_services(settings, project)
 
     version = resolve_data(settings)
@@ -177,9 +218,11 @@ def run_project(project_name: str, config_name: str = "default", overrides: list
     for repair in close_abandoned_runs(store, client):  # runs that died before: closed, nothing half-registered
         get_run_logger().warning(f"closed an abandoned run: {repair.line()}")
     experiment = tracking.experiment_id(client, project.name, settings.artifact_root)
-    with mlflow.start_run(experiment_id=experiment, run_name=f"{project.name}-{config_name}",
-                          tags=lineage.tags()) as run, ExitStack() as held:
+    run_tags = {**lineage.tags(), **run_views.source_tags(lineage.git_commit)}  # MLflow's Source, Git commit
+    with mlflow.start_run(experiment_id=experiment, run_name=_run_name(project.name, config_name),
+                          tags=run_tags) as run, ExitStack() as held:
         summary.mlflow_run_id, summary.mlflow_experiment_id = run.info.run_id, experiment
+        summary.mlflow_run_url = tracking.run_url(settings.tracking_uri, experiment, run.info.run_id)
         # The run's lock lives as long as this process: the next start tells a dead run from a live one by it.
         held.enter_context(store.hold(f"run:{run.info.run_id}"))
         started = store.record_lineage(**lineage.record(status="running", mlflow_run_id=run.info.run_id,
@@ -189,8 +232,13 @@ def run_project(project_name: str, config_name: str = "default", overrides: list
         for name, ref in refs.items():
             tracking.log_dataset(ref, cfg.data[name].splits, context="train+eval", remote=remote_url(settings.root))
 
-        floors = project.card.min_rows()
-        gate = data_gate(refs, cfg, floors, gate_cache_key(cfg, version.md5, floors))
+        floors, shrink = project.card.min_rows(), project.card.max_shrink()
+        # each split's rows in the last other version that passed the gate (the shrink check's reference)
+        previous = store.gated_rows(list(cfg.data), excluding_md5=version.md5)
+        gate_key = gate_cache_key(cfg, version.md5, floors, previous, shrink)
+        # `paperline run`'s result cache, in a deployment's run on a worker too (Settings.results_dir)
+        gate = verified(data_gate.with_options(result_storage=settings.results_dir), gate_key)(
+            refs, cfg, floors, gate_key, previous, shrink)
         tracking.log_gate(gate)
 
         def record(status: str, **fields) -> None:
@@ -202,7 +250,9 @@ def run_project(project_name: str, config_name: str = "default", overrides: list
             record("gate-failed")
             mlflow.set_tag("paperline.status", "gate-failed")
             mlflow.end_run(status="FAILED")
+            summary.elapsed_s = time.monotonic() - started_at
             return Failed(message=f"data gate failed: {summary.message}", data=summary)
+        store.record_gated_rows(version.md5, {result.dataset: result.split_rows for result in gate.results})
 
         # One registration per cache key: a concurrent run of the same unchanged project waits here, then finds
         # the first one's cached results and registered version instead of registering the same model twice.
@@ -212,7 +262,8 @@ def run_project(project_name: str, config_name: str = "default", overrides: list
         job = None if nproc == 1 else JobSpec.build(settings.root, project.name, config_name, overrides, refs,
                                                     ctx.workdir, models, ctx.progress)
         try:
-            _train_evaluate_register(project, cfg, data, key, ctx, registry, policy, lineage, summary, job, nproc)
+            _train_evaluate_register(project, cfg, data, key, ctx, registry, policy, lineage, summary, job, nproc,
+                                     settings.results_dir)
         except BaseException as error:  # the run's lineage says how it ended, whatever ended it (Ctrl-C too)
             # Prefect turns SIGTERM into TerminationSignal inside a flow; the CLI then stops as for Ctrl-C
             status = "interrupted" if isinstance(error, (KeyboardInterrupt, TerminationSignal)) else "failed"
@@ -222,27 +273,32 @@ def run_project(project_name: str, config_name: str = "default", overrides: list
         record(summary.status, model_version=summary.model_version,
                details={"metrics": summary.metrics, "decision": summary.decision})
         _remove_checkpoints(ctx.workdir)
-    create_markdown_artifact(key="run-summary", markdown="\n".join(["```", *summary.lines(), "```"]))
+    summary.elapsed_s = time.monotonic() - started_at
+    create_markdown_artifact(key=run_views.artifact_key(project.name, "run-summary"),
+                             markdown="\n".join(["```", *summary.lines(), "```"]))
     return summary
 
 
 def _train_evaluate_register(project, cfg, data, key, ctx, registry, policy, lineage, summary, job=None,
-                             nproc=1) -> None:
+                             nproc=1, results: Path | None = None) -> None:
     import mlflow
 
-    trained = train(project, cfg, data, key, ctx, job, nproc, return_state=True)
+    # results: where the cached results live (Settings.results_dir), the same for `paperline run` and a worker
+    train_, evaluate_ = (step.with_options(result_storage=results) for step in (train, evaluate))
+    trained = verified(train_, f"{key}-train")(project, cfg, data, key, ctx, job, nproc, return_state=True)
     model = trained.result()
     if not model.path.exists():  # the cached result outlived its files (workspace cleaned): recompute
-        trained = train.with_options(refresh_cache=True)(project, cfg, data, key, ctx, job, nproc, return_state=True)
+        trained = train_.with_options(refresh_cache=True)(project, cfg, data, key, ctx, job, nproc, return_state=True)
         model = trained.result()
-    evaluated = evaluate(project, model, cfg, data, key, ctx, return_state=True)
+    evaluated = verified(evaluate_, f"{key}-evaluate")(project, model, cfg, data, key, ctx, return_state=True)
     evaluation = evaluated.result()
     check_evaluation(project, cfg, evaluation)
     summary.cache_hit = trained.name == "Cached" and evaluated.name == "Cached"
     summary.metrics = evaluation.metrics
     tracking.log_results(model, evaluation)
     for name, columns in evaluation.tables.items():  # grids and curves, readable in the dashboard
-        create_table_artifact(key=name.replace("_", "-"), table=columns, description=f"{project.name}: {name}")
+        create_table_artifact(key=run_views.artifact_key(project.name, name), table=columns,
+                              description=f"{project.name}: {name}")
     mlflow.set_tag("paperline.cache_hit", str(summary.cache_hit))
     register(registry, policy, project, model, key, lineage, summary)
     summary.status = "cached" if summary.cache_hit else "registered"

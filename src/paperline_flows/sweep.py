@@ -46,6 +46,7 @@ from paperline.ops.summary import RunSummary
 from paperline.project.contract import check_evaluation
 from paperline.project.distributed_job import JobSpec, requested_processes
 from paperline.project.interface import ProjectData, RunContext, TrainedModel
+from paperline_flows.results import verified
 from paperline_flows.run_project import (
     _OneLineUserErrors,
     _remove_checkpoints,
@@ -126,13 +127,13 @@ def run_trial(settings: Settings, project_name: str, config_name: str, trial_ove
     with mlflow.start_run(run_id=run_id):
         try:
             mlflow.log_params(flatten(cfg))
-            trained = train(project, cfg, data, key, ctx, job, nproc, return_state=True)
+            trained = verified(train, f"{key}-train")(project, cfg, data, key, ctx, job, nproc, return_state=True)
             model = trained.result()
             if not model.path.exists():  # the cached result outlived its files: recompute
                 trained = train.with_options(refresh_cache=True)(project, cfg, data, key, ctx, job, nproc,
                                                                  return_state=True)
                 model = trained.result()
-            evaluated = evaluate(project, model, cfg, data, key, ctx, return_state=True)
+            evaluated = verified(evaluate, f"{key}-evaluate")(project, model, cfg, data, key, ctx, return_state=True)
             evaluation = evaluated.result()
             check_evaluation(project, cfg, evaluation)
             cache_hit = trained.name == "Cached" and evaluated.name == "Cached"
@@ -187,8 +188,10 @@ def sweep(project_name: str, config_name: str = "default", grid: dict[str, list[
                            **{f"sweep.override.{i}": o for i, o in enumerate(base)}})
         for name, ref in refs.items():
             tracking.log_dataset(ref, cfg.data[name].splits, context="train+eval", remote=remote_url(settings.root))
-        floors = project.card.min_rows()  # the card's row floors, as in `paperline run`
-        gate = data_gate(refs, cfg, floors, gate_cache_key(cfg, version.md5, floors))
+        floors, shrink = project.card.min_rows(), project.card.max_shrink()  # as in `paperline run`
+        previous = store.gated_rows(list(cfg.data), excluding_md5=version.md5)
+        gate_key = gate_cache_key(cfg, version.md5, floors, previous, shrink)
+        gate = verified(data_gate, gate_key)(refs, cfg, floors, gate_key, previous, shrink)
         tracking.log_gate(gate)
         if not gate.passed:
             message = "; ".join(gate.summary_lines())
@@ -197,6 +200,7 @@ def sweep(project_name: str, config_name: str = "default", grid: dict[str, list[
             mlflow.set_tag("paperline.status", "gate-failed")
             mlflow.end_run(status="FAILED")
             return Failed(message=f"data gate failed: {message}")
+        store.record_gated_rows(version.md5, {result.dataset: result.split_rows for result in gate.results})
 
         # Each trial's MLflow run exists before it is submitted, so a trial that dies anywhere is still a row.
         results: list[grid_ops.TrialResult] = []

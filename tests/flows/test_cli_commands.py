@@ -17,7 +17,7 @@ def test_every_command_has_help(command):
 
 def test_data_commands_report_the_version_and_the_gate(workspace):
     status = workspace.paperline("data", "status")
-    assert status.returncode == 0 and "2ed8095159e767091da6de554533a1c3.dir" in status.stdout
+    assert status.returncode == 0 and "7ccbb162e1efada7a9b426962dbccb08.dir" in status.stdout
     assert "matches data.dvc" in status.stdout
     validate = workspace.paperline("data", "validate", "--report", "gate.md")
     assert validate.returncode == 0, validate.stderr
@@ -27,7 +27,7 @@ def test_data_commands_report_the_version_and_the_gate(workspace):
     changed = workspace.paperline("data", "status")
     assert changed.returncode == 1 and "differs from data.dvc" in changed.stdout
     restored = workspace.paperline("data", "pull", "--force")
-    assert restored.returncode == 0 and "2ed8095159e767091da6de554533a1c3.dir" in restored.stdout
+    assert restored.returncode == 0 and "7ccbb162e1efada7a9b426962dbccb08.dir" in restored.stdout
 
 
 def test_ls_and_ui(workspace):
@@ -35,3 +35,14 @@ def test_ls_and_ui(workspace):
     assert listed.returncode == 0 and "sbert_sts" in listed.stdout and "arXiv 1908.10084" in listed.stdout
     ui = workspace.paperline("ui")
     assert ui.returncode == 0 and "Prefect dashboard" in ui.stdout and "mlflow ui --backend-store-uri" in ui.stdout
+    workspace.env.update(MLFLOW_TRACKING_URI="http://127.0.0.1:9", PREFECT_API_URL="http://127.0.0.1:9/api")
+    dead = workspace.paperline("ui")  # a dashboard address that does not answer is not printed as if it did
+    assert dead.returncode == 1 and "MLFLOW_TRACKING_URI http://127.0.0.1:9 does not answer" in dead.stdout
+    assert "PREFECT_API_URL http://127.0.0.1:9/api does not answer" in dead.stdout
+
+
+def test_version():
+    from importlib.metadata import version
+
+    shown = subprocess.run([str(BIN / "paperline"), "--version"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and shown.stdout.strip() == f"paperline {version('paperline')}"

@@ -6,6 +6,7 @@ store hold afterwards, not on what the code meant to do.
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import time
@@ -18,7 +19,7 @@ from repo_copy import BIN
 from paperline.ops.store import AuditStore
 
 MODEL = "sbert_sts-smoke"
-MD5 = "2ed8095159e767091da6de554533a1c3.dir"
+MD5 = "7ccbb162e1efada7a9b426962dbccb08.dir"
 
 
 def _run(ws, *extra):
@@ -38,10 +39,19 @@ def test_run_registers_promotes_and_caches(workspace):
     assert first.returncode == 0, first.stderr[-3000:]
     assert "registered" in first.stdout and f"{MODEL} v1, alias champion (promoted)" in first.stdout
     assert "Traceback" not in first.stderr  # e.g. Prefect failing to hash the registry into a cache key
+    # Quiet by default: paperline's one training bar, none of the libraries' bars or printed loss dicts ...
+    assert "training: 100%" in first.stderr, first.stderr[-3000:]
+    for noise in ("Loading weights", "Writing model shards", "Computing widget examples", "{'loss'"):
+        assert noise not in first.stdout + first.stderr, noise
+    # ... and a summary that says how long it took, where the run is, and how to load the model.
+    assert "sbert_sts [smoke]: registered in " in first.stdout
+    assert f"load it: models:/{MODEL}/1 or models:/{MODEL}@champion" in first.stdout
 
     client = workspace.client()
     (run,) = _runs(workspace)
     assert run.info.status == "FINISHED"
+    assert f"MLflow run: http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}" \
+        in first.stdout
     assert {"stsb_dev_spearman", "stsb_test_spearman", "baseline_stsb_test_spearman"} <= set(run.data.metrics)
     assert 0 < run.data.metrics["stsb_test_spearman"] <= 100
     assert run.data.tags["paperline.dataset_md5"] == MD5
@@ -78,6 +88,7 @@ def test_run_registers_promotes_and_caches(workspace):
     second, second_seconds = _run(workspace)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "cached" in second.stdout
+    assert re.search(r"Task run 'data gate-\w+' - Finished in state Cached", second.stderr), second.stderr[-3000:]
     latest = _runs(workspace)[-1]
     assert latest.data.tags["paperline.cache_hit"] == "True"
     assert latest.data.metrics["stsb_test_spearman"] == run.data.metrics["stsb_test_spearman"]
@@ -87,8 +98,9 @@ def test_run_registers_promotes_and_caches(workspace):
     # A change to the project's code invalidates the cache: training runs again, a new version is registered.
     method = workspace.root / "projects" / "sbert_sts" / "method.py"
     method.write_text(method.read_text() + "\n# a change to the method\n")
-    third, _ = _run(workspace)
+    third = workspace.paperline("--verbose", "run", "sbert_sts", "--config", "smoke")
     assert third.returncode == 0, third.stderr[-3000:]
+    assert "'loss'" in third.stdout + third.stderr  # --verbose: the trainer's own output is back
     assert _runs(workspace)[-1].data.tags["paperline.cache_hit"] == "False"
     assert len(client.search_model_versions(f"name='{MODEL}'")) == 2
 
@@ -132,20 +144,44 @@ def test_corrupted_data_version_fails_the_gate_and_registers_nothing(workspace):
         (["run", "sbert_sts", "train.stages.0.lr=1"], {}, 2, "unknown key 'train.stages.0.lr'"),
         (["run", "sbert_sts", "seed=many"], {}, 2, "'seed': Input should be a valid integer"),
         (["run", "sbert_sts", "--config", "../sbert_sts/configs/smoke"], {}, 2, "takes a config name, not a path"),
-        (["export", f"{MODEL}@champion", "projects"], {}, 1, "exists already (a folder); pass --force"),
-        (["export", f"{MODEL}@champion", "data.dvc/out"], {}, 1, "is not a writable folder"),
+        (["export", f"{MODEL}@champion", "projects"], {}, 2, "exists already (a folder); pass --force"),
+        (["export", f"{MODEL}@champion", "data.dvc/out"], {}, 2, "is not a writable folder"),
         (["run", "sbert_sts", "--config", "smoke"], {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}, 1,
          "MLflow at http://127.0.0.1:9 is unreachable"),
-        (["rollback", MODEL, "--reason", "x"], {}, 1, f"{MODEL}"),
+        # a bare postgresql:// means psycopg 3 to SQLAlchemy (and so to MLflow), which is not installed
+        (["run", "sbert_sts", "--config", "smoke"],
+         {"MLFLOW_TRACKING_URI": "postgresql://postgres@127.0.0.1:5432/postgres"}, 2,
+         "needs the database driver 'psycopg', which is not installed; write postgresql+psycopg2://"),
+        (["models", "ls"], {"MLFLOW_TRACKING_URI": "postgresql+psycopg2://postgres@127.0.0.1:5432/no_such_db"}, 2,
+         'database "no_such_db" does not exist'),
+        (["run", "sbert_sts", "--config", "smoke"], {"PREFECT_API_URL": "http://127.0.0.1:9/api"}, 1,
+         "the Prefect API at http://127.0.0.1:9/api (PREFECT_API_URL) does not answer"),
+        (["rollback", MODEL, "--reason", "x"], {}, 2, f"there is no registered model '{MODEL}'"),
+        (["models", "history", "no_such_model"], {}, 2, "there is no registered model 'no_such_model'"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(workspace, args, env, code, message):
     workspace.env.update(env)
+    started = time.perf_counter()
     result = workspace.paperline(*args)
+    assert time.perf_counter() - started < 60  # refused in preflight, not after minutes of retries
     assert result.returncode == code, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("paperline: error:") and message in lines[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.postgres
+def test_a_config_with_a_python_tag_is_refused_and_runs_nothing(workspace):
+    marker = workspace.root / "tag-was-executed"
+    evil = workspace.root / "projects" / "sbert_sts" / "configs" / "evil.yaml"
+    evil.write_text(f"seed: !!python/object/apply:os.system ['touch {marker}']\n")
+    result = workspace.paperline("run", "sbert_sts", "--config", "evil")
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "evil.yaml is not valid YAML: could not determine a constructor for the tag" in line
+    assert "(line 1, column 7)" in line and "configs hold plain data" in line
+    assert not marker.exists()
 
 
 @pytest.mark.postgres

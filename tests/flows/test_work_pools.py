@@ -69,10 +69,10 @@ def test_pools_come_from_the_shipped_templates_and_bad_job_variables_are_refused
         assert client.read_work_pool("cpu").type == "process"
         gpu = client.read_deployment_by_name("paperline-run/sbert-sts-gpu-k8s")
         assert gpu.job_variables["gpu_count"] == 1 and gpu.work_pool_name == "gpu-k8s"
-        assert gpu.pull_steps[0]["prefect.deployments.steps.set_working_directory"]["directory"] == "/opt/paperline"
+        assert gpu.pull_steps[0]["paperline_flows.deployments.enter_checkout"]["directory"] == "/opt/paperline"
         cpu = client.read_deployment_by_name("paperline-run/sbert-sts")
         # the checkout is recorded at deploy time: a worker needs no PAPERLINE_ROOT
-        assert cpu.pull_steps[0]["prefect.deployments.steps.set_working_directory"]["directory"] == str(deployed.root)
+        assert cpu.pull_steps[0]["paperline_flows.deployments.enter_checkout"]["directory"] == str(deployed.root)
 
         for bad in ({"gpu_count": -1}, {"gpu_count": "two"}, {"shm_size": 8}, {"tolerations": "all"}):
             with pytest.raises(PrefectHTTPStatusError) as refused:  # on a deployment

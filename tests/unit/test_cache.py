@@ -9,7 +9,7 @@ from paperline.ops import cache
 from paperline.project.discovery import discover
 
 REPO = Path(__file__).resolve().parents[2]
-MD5 = "2ed8095159e767091da6de554533a1c3.dir"
+MD5 = "7ccbb162e1efada7a9b426962dbccb08.dir"
 
 
 @pytest.fixture

@@ -90,7 +90,9 @@ def test_every_deployment_names_a_described_pool_and_the_templates_expose_the_gp
     pools = deployments.load_pools(REPO)
     chosen, needed = deployments.select(deployments.load_deployments(REPO), pools, None)
     assert {p.name for p in needed} == {"cpu", "gpu-docker", "gpu-k8s"}
-    assert all(d["entrypoint"] == "paperline_flows.run_project:run_project" for d in chosen)
+    # the installed package's flows (module paths): the run flow, and operations flows such as promote-model
+    assert all(d["entrypoint"].startswith("paperline_flows.") for d in chosen)
+    assert all(d["entrypoint"] == deployments.RUN_ENTRYPOINT for d in chosen if "project_name" in d.get("parameters", {}))
     for name in ("gpu-docker", "gpu-k8s"):
         schema = pools[name].base_job_template()["variables"]["properties"]
         assert schema["gpu_count"]["type"] == "integer" and schema["gpu_count"]["minimum"] == 0
@@ -114,7 +116,7 @@ def test_a_target_is_a_deployment_or_a_pool():
 def test_the_pull_step_does_not_depend_on_a_variable_at_run_time():
     spec = yaml.safe_load((REPO / "infra" / "prefect.yaml").read_text())
     (step,) = spec["pull"]
-    directory = step["prefect.deployments.steps.set_working_directory"]["directory"]
+    directory = step["paperline_flows.deployments.enter_checkout"]["directory"]
     assert "$" not in directory  # recorded at deploy time by the build step, not read on the worker
 
 

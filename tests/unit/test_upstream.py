@@ -13,7 +13,7 @@ from paperline.project.interface import RunContext, UpstreamModel
 from paperline.project.discovery import get_project
 
 REPO = Path(__file__).resolve().parents[2]
-MD5 = "2ed8095159e767091da6de554533a1c3.dir"
+MD5 = "7ccbb162e1efada7a9b426962dbccb08.dir"
 
 
 @pytest.fixture

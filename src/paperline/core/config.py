@@ -15,10 +15,10 @@ from typing import Any, TypeVar, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from paperline.core.errors import PaperlineError
+from paperline.core.errors import UsageError, yaml_problem
 
 
-class ConfigError(PaperlineError, ValueError):
+class ConfigError(UsageError, ValueError):
     """A config file or override that cannot be used; the message says what to fix."""
 
 
@@ -29,10 +29,17 @@ class StrictModel(BaseModel):
 
 
 class DatasetUse(StrictModel):
-    """One dataset a project reads: its data kind and the splits it needs (all of them go through the gate)."""
+    """One dataset a project reads: its data kind and the splits it needs (all of them go through the gate).
+
+    `allow_shrink: true` says that a new version of the dataset is meant to be smaller: the gate then accepts a
+    split that lost more of its rows, against the last version that passed the gate, than the data kind allows
+    (`max_shrink_fraction`, 20% by default). Leave it off otherwise: a split cut short by a broken export still
+    parses, trains and looks fine. The card's `min_rows` floors apply either way.
+    """
 
     kind: str
     splits: list[str]
+    allow_shrink: bool = False
 
 
 class UpstreamUse(StrictModel):
@@ -116,8 +123,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    except yaml.YAMLError as exc:  # a `!!python/object` tag included: configs are plain data (safe_load)
+        raise ConfigError(f"{path} is not valid YAML: {yaml_problem(exc)}; configs hold plain data (no tags)") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of keys at the top level")
     return data

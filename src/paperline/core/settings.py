@@ -28,6 +28,8 @@ from paperline.core.errors import PaperlineError
 class SettingsError(PaperlineError):
     """The repository or workspace cannot be found; the message says where to run from."""
 
+    exit_code = 2  # the user named something that does not exist (paperline.core.errors.USAGE)
+
 
 def find_root(start: Path | None = None) -> Path:
     """The repository root: $PAPERLINE_ROOT, else the nearest folder above `start` holding projects/ and data.dvc."""
@@ -89,6 +91,13 @@ class Settings:
         """Per-cache-key working folders: checkpoints and trained models."""
         return self.workspace / "runs"
 
+    @property
+    def results_dir(self) -> Path:
+        """Prefect's persisted task results, the train / evaluate / data gate cache: PREFECT_LOCAL_STORAGE_PATH if
+        set, else the workspace's. The run flow gives it to its tasks, so a deployment's run on a worker (which
+        sets neither) hits the cache of a `paperline run` in the same checkout, and the other way round."""
+        return Path(os.environ.get("PREFECT_LOCAL_STORAGE_PATH") or self.prefect_home / "results")
+
 
 def quiet_environment(settings: Settings) -> None:
     """Environment for a quiet, local-first run; set before Prefect, GX or MLflow are imported.
@@ -101,11 +110,15 @@ def quiet_environment(settings: Settings) -> None:
         # "database is locked" tracebacks; nobody reads them locally.
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
-        "PREFECT_LOCAL_STORAGE_PATH": str(settings.prefect_home / "results"),
+        "PREFECT_LOCAL_STORAGE_PATH": str(settings.results_dir),
         "GX_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",  # DVC and others honour it
         "TOKENIZERS_PARALLELISM": "false",  # no fork warning from the tokenizers' thread pool
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     }
+    if os.environ.get("PAPERLINE_VERBOSE", "").strip().lower() in ("", "0", "false", "no"):
+        # The libraries' own bars and notices; paperline draws one bar per long step instead (ml.progress).
+        # TQDM_DISABLE is tqdm's own default for `disable` (bars that ask explicitly, like paperline's, still draw).
+        defaults |= {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error", "TQDM_DISABLE": "1"}
     for key, value in defaults.items():
         os.environ.setdefault(key, value)

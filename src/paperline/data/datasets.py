@@ -65,7 +65,7 @@ def read_split(ref: DatasetRef, split: str) -> list:
 
 @dataclass(frozen=True)
 class DataVersion:
-    md5: str  # e.g. 2ed8095159e767091da6de554533a1c3.dir
+    md5: str  # e.g. 7ccbb162e1efada7a9b426962dbccb08.dir
     path: Path  # the data/ folder
     nfiles: int | None
     pulled: bool  # whether this call had to fetch files from the remote

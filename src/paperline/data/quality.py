@@ -9,6 +9,7 @@ kind by name.
 Per split it expects, each as one GX expectation so that every check shows up in the same report:
 
 - the split has between ``min_rows`` and ``max_rows`` rows (an empty or truncated file is the commonest break);
+- the split kept enough of the rows it had in the last version that passed the gate (see ``shrink.py``);
 - every column the kind requires exists (a renamed header silently becomes a missing column);
 - the kind's text columns hold strings, are never null and never empty or whitespace-only (a tokenizer happily
   embeds "");
@@ -39,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from paperline.data.datasets import DatasetRef, read_frame
 from paperline.data.kinds import DataKind, RowKey, get_kind
 from paperline.data.quality_report import ExpectationFailure, ExpectationOutcome, GateOutcome, GateResult
+from paperline.data.shrink import shrink_expectation
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -57,11 +59,12 @@ class GateLimits:
     max_duplicate_fraction: float | None = None  # rows whose duplicate key repeats an earlier row of the split
     check_leakage: bool = True  # held-out rows whose key is also in train count against max_leakage_fraction
     max_leakage_fraction: float | None = None
+    max_shrink_fraction: float | None = None  # rows a split may lose against the last version that passed
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_rows <= self.max_rows:
             raise ValueError(f"GateLimits: need 0 <= min_rows <= max_rows, got {self.min_rows}, {self.max_rows}")
-        for name in ("max_duplicate_fraction", "max_leakage_fraction"):
+        for name in ("max_duplicate_fraction", "max_leakage_fraction", "max_shrink_fraction"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"GateLimits: {name} must be in [0, 1], got {value}")
@@ -72,6 +75,7 @@ class GateLimits:
             self,
             max_duplicate_fraction=_given(self.max_duplicate_fraction, kind.max_duplicate_fraction),
             max_leakage_fraction=_given(self.max_leakage_fraction, kind.max_leakage_fraction),
+            max_shrink_fraction=_given(self.max_shrink_fraction, kind.max_shrink_fraction),
         )
 
 
@@ -103,11 +107,15 @@ def gate_splits(
     train_split: str = "train",
     unreadable: dict[str, ExpectationFailure] | None = None,
     min_rows: dict[str, int] | None = None,
+    previous_rows: dict[str, int] | None = None,
+    allow_shrink: bool = False,
 ) -> GateResult:
     """Validate every split of ``dataset`` as data of ``kind``; never raises for bad data, only for bad arguments
     (an unknown kind is an ``UnknownKindError``). ``unreadable`` holds the splits whose file could not be read
     as text (see ``read_split_file``): each is a failed expectation of the result. ``min_rows`` raises the row
-    floor of named splits (a project card's bound for its dataset: a split cut to 10 rows must not train)."""
+    floor of named splits (a project card's bound for its dataset: a split cut to 10 rows must not train).
+    ``previous_rows`` holds each split's row count in the last version that passed the gate: a split that lost
+    more than ``max_shrink_fraction`` of them fails, unless ``allow_shrink`` (the config says the cut is meant)."""
     data_kind = get_kind(kind)
     unreadable = unreadable or {}
     if not splits and not unreadable:
@@ -124,6 +132,11 @@ def gate_splits(
         floor = max(limits.min_rows, (min_rows or {}).get(name, 0))
         work, checks = _plan_split(gx, name, frame, data_kind, replace(limits, min_rows=floor, max_rows=max(
             floor, limits.max_rows)), leak_keys, train_split)
+        before = (previous_rows or {}).get(name, 0)
+        if before > 0 and not allow_shrink:  # right after the row count check, where a reader looks for it
+            shrink, detail = shrink_expectation(gx.expectations, dataset, name, len(frame), before,
+                                                limits.max_shrink_fraction)
+            checks.insert(1, _Check(name, None, shrink, "row count shrank", detail))
         for check, result in _validate(gx, batch_definition, work, checks):
             outcomes.append(_outcome(check, result))
             if not result.success:
@@ -383,9 +396,13 @@ def _plain(value: Any) -> Any:
 
 
 def gate_datasets(refs: dict[str, DatasetRef], cfg: ProjectConfig, limits: dict | None = None,
-                  min_rows: dict[str, dict[str, int]] | None = None) -> GateOutcome:
+                  min_rows: dict[str, dict[str, int]] | None = None,
+                  previous_rows: dict[str, dict[str, int]] | None = None,
+                  max_shrink: dict[str, float] | None = None) -> GateOutcome:
     """Validate every split of every dataset the config reads, with the GX suite of its data kind; `min_rows`
-    gives per dataset the smallest row count of each split (from the project cards)."""
+    gives per dataset the smallest row count of each split (from the project cards), `previous_rows` per dataset
+    each split's row count in the last version that passed the gate (from the audit store; a config's
+    `allow_shrink` waives that check), and `max_shrink` a card's own shrink fraction per dataset."""
     results = []
     for name, use in cfg.data.items():
         ref = refs[name]
@@ -396,8 +413,12 @@ def gate_datasets(refs: dict[str, DatasetRef], cfg: ProjectConfig, limits: dict 
                 frames[split] = frame
             else:
                 unreadable[split] = failure
-        results.append(gate_splits(name, ref.kind, frames, GateLimits(**(limits or {})), unreadable=unreadable,
-                                   min_rows=(min_rows or {}).get(name)))
+        dataset_limits = GateLimits(**(limits or {}))
+        if name in (max_shrink or {}):
+            dataset_limits = replace(dataset_limits, max_shrink_fraction=max_shrink[name])
+        results.append(gate_splits(name, ref.kind, frames, dataset_limits, unreadable=unreadable,
+                                   min_rows=(min_rows or {}).get(name), previous_rows=(previous_rows or {}).get(name),
+                                   allow_shrink=use.allow_shrink))
     return GateOutcome(results)
 
 

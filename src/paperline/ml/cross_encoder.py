@@ -136,6 +136,7 @@ def pyfunc_kwargs(folder: Path, max_length: int) -> dict[str, Any]:
         "pip_requirements": pinned_requirements(["torch", "transformers", "sentence-transformers", "numpy"]),
         "metadata": {"model_type": "cross-encoder", "max_length": max_length,
                      "input": "list of [sentence1, sentence2] pairs", "output": "float32 score in [0, 1] per pair"},
+        "input_example": [["A man is playing a guitar.", "A person plays music."]],
     }
 
 

@@ -23,6 +23,8 @@ from paperline.core.errors import PaperlineError
 class ExportError(PaperlineError, ValueError):
     """A budget the model cannot be cut to; the message says which values are valid."""
 
+    exit_code = 2  # the user named something that does not exist (paperline.core.errors.USAGE)
+
 
 def _layer_stack(auto_model):
     """(parent module, attribute name, ModuleList) holding the transformer layers, found by its length.

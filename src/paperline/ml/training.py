@@ -21,7 +21,7 @@ import json
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from paperline.ml.checkpoints import (
     last_checkpoint,
     write_manifest,
 )
+from paperline.ml.history import log_history, record_history
 
 
 def select_device(preference: str = "auto") -> str:
@@ -144,6 +145,9 @@ class TrainResult:
     warmup_steps: int = 0
     total_steps: int = 0
     lr_scheduler: str = "linear"
+    # The trainer's log every `logging_steps`: [{"step", "epoch", "loss", "learning_rate"(, "grad_norm")}], plain
+    # numbers (JSON-serialisable), for a learning curve; `metrics()` leaves it out.
+    history: list[dict[str, float]] = field(default_factory=list)
 
     def metrics(self) -> dict[str, float]:
         """The numbers a run logs as metrics (steps, seconds, throughput, loss, batch and schedule sizes)."""
@@ -259,6 +263,7 @@ def fit(model: Any, train_dataset: Any, loss: Any, settings: TrainSettings) -> T
     filesystem across nodes).
     """
     from paperline.ml.batching import LengthGroupedBatchSampler
+    from paperline.ml import progress
 
     init_distributed()
     trainer_class, args_class = _trainer_classes(model)
@@ -298,7 +303,7 @@ def fit(model: Any, train_dataset: Any, loss: Any, settings: TrainSettings) -> T
         save_total_limit=2,
         logging_steps=max(1, min(50, settings.checkpoint_every)),
         report_to="none",
-        disable_tqdm=not settings.progress,
+        disable_tqdm=not (settings.progress and progress.verbose()),  # else paperline's own bar (ml.progress)
         use_cpu=device == "cpu",
         **({"learning_rate_mapping": settings.learning_rate_mapping} if settings.learning_rate_mapping else {}),
         **({"batch_sampler": LengthGroupedBatchSampler} if settings.group_by_length else {}),
@@ -306,11 +311,17 @@ def fit(model: Any, train_dataset: Any, loss: Any, settings: TrainSettings) -> T
     # the manifest comes last, after the loss's own weights: it vouches for every file of the checkpoint
     callbacks = [*([_save_loss_state_callback(loss, model)] if own_weights else []), _write_manifest_callback()]
     trainer = trainer_class(model=model, args=args, train_dataset=train_dataset, loss=loss, callbacks=callbacks)
+    if not progress.verbose():
+        progress.quiet_trainer(trainer)
+        if settings.progress:
+            trainer.add_callback(progress.training_callback())
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.perf_counter() - started
     total_steps = int(trainer.state.max_steps)
     scheduler = getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)
+    history = log_history(trainer.state.log_history)
+    record_history(history, is_main_process())
     return TrainResult(
         global_step=output.global_step,
         resumed_from_step=resumed_step,
@@ -324,6 +335,7 @@ def fit(model: Any, train_dataset: Any, loss: Any, settings: TrainSettings) -> T
         warmup_steps=args.get_warmup_steps(total_steps),
         total_steps=total_steps,
         lr_scheduler=str(scheduler),
+        history=history,
     )
 
 

@@ -17,10 +17,10 @@ from typing import Any
 
 import yaml
 
-from paperline.core.errors import PaperlineError
+from paperline.core.errors import UsageError, yaml_problem
 
 
-class PolicyError(PaperlineError):
+class PolicyError(UsageError):
     """The policy file is missing, malformed, or names a key the policy does not have."""
 
 
@@ -152,7 +152,7 @@ def load_policy(path: str | Path, project: str) -> Policy:
     except FileNotFoundError:
         raise PolicyError(f"no promotion policy at {path}; create it (see registry/README.md)") from None
     except yaml.YAMLError as error:
-        raise PolicyError(f"{path} is not valid YAML: {error}") from error
+        raise PolicyError(f"{path} is not valid YAML: {yaml_problem(error)}; the policy holds plain data") from None
     raw = raw or {}
     if not isinstance(raw, dict):
         raise PolicyError(f"{path} must be a mapping with 'default' and 'projects', got {type(raw).__name__}")

@@ -36,6 +36,14 @@ def healthy(api_url: str, timeout: float = 1.0) -> bool:
         return False
 
 
+def check_api(api_url: str) -> None:
+    """A team server named by PREFECT_API_URL answers its health check, or one line says so before any work."""
+    if not healthy(api_url.rstrip("/"), timeout=5.0):
+        raise PrefectServerError(f"the Prefect API at {api_url} (PREFECT_API_URL) does not answer; start it "
+                                 "(`prefect server start`), fix the address, or unset PREFECT_API_URL to use the "
+                                 "workspace's local server")
+
+
 def _state_file(prefect_home: Path) -> Path:
     return prefect_home / "server.json"
 

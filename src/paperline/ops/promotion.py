@@ -22,15 +22,19 @@ def register_and_promote(registry: ModelRegistry, policy: Policy, card: MethodCa
         summary.model_version = existing
     else:
         summary.model_version = registry.register(
-            name=summary.model_name, model_uri=tracking.log_model(model), run_id=summary.mlflow_run_id,
+            name=summary.model_name, model_uri=tracking.log_model(model, name=summary.project),
+            run_id=summary.mlflow_run_id,
             tags=version_tags(card, cache_key, summary.metrics, lineage.tags()), flow_run_id=summary.flow_run_id)
-    champion = registry.champion(summary.model_name)
-    already = champion is not None and str(champion.version) == summary.model_version
-    decision = promotion_decision(policy, card, summary.config, summary.metrics, summary.model_version, champion)
-    summary.decision = decision.reasons
-    summary.champion_moved = registry.apply_decision(
-        name=summary.model_name, version=summary.model_version, decision=decision, gate_passed=True,
-        flow_run_id=summary.flow_run_id, mlflow_run_id=summary.mlflow_run_id)
+    # Under the model's lock from reading the champion to moving it: a promotion in between would make the
+    # decision one against a champion that no longer is.
+    with registry.model_lock(summary.model_name):
+        champion = registry.champion(summary.model_name)
+        already = champion is not None and str(champion.version) == summary.model_version
+        decision = promotion_decision(policy, card, summary.config, summary.metrics, summary.model_version, champion)
+        summary.decision = decision.reasons
+        summary.champion_moved = registry.apply_decision(
+            name=summary.model_name, version=summary.model_version, decision=decision, gate_passed=True,
+            flow_run_id=summary.flow_run_id, mlflow_run_id=summary.mlflow_run_id)
     summary.is_champion = summary.champion_moved or already
     if summary.champion_moved:
         summary.budget_aliases = registry.budget_aliases(summary.model_name)

@@ -78,20 +78,24 @@ def _align_aliases(store: AuditStore, client: Any, name: str | None) -> list[str
 
     if not name:
         return []
-    audited: dict[str, str | None] = {}
-    for event in store.alias_history(name):
-        audited[event.alias] = event.new_version
-    try:
-        current = {alias: str(version) for alias, version in client.get_registered_model(name).aliases.items()}
-    except MlflowException:
-        return []
-    fixed = []
-    for alias, version in audited.items():
-        if current.get(alias) == version:
-            continue
-        if version is None:
-            client.delete_registered_model_alias(name, alias)
-        else:
-            client.set_registered_model_alias(name, alias, version)
-        fixed.append(f"alias {alias} of {name} back on v{version or '-'} (was v{current.get(alias, '-')}), as audited")
-    return fixed
+    # The model's alias lock (ModelRegistry.model_lock's name): a live promotion between setting an alias and
+    # committing its row looks exactly like a dead one, and must not have its alias put back under it.
+    with store.hold(f"model:{name}", timeout_s=300):
+        audited: dict[str, str | None] = {}
+        for event in store.alias_history(name):
+            audited[event.alias] = event.new_version
+        try:
+            current = {alias: str(version) for alias, version in client.get_registered_model(name).aliases.items()}
+        except MlflowException:
+            return []
+        fixed = []
+        for alias, version in audited.items():
+            if current.get(alias) == version:
+                continue
+            if version is None:
+                client.delete_registered_model_alias(name, alias)
+            else:
+                client.set_registered_model_alias(name, alias, version)
+            fixed.append(f"alias {alias} of {name} back on v{version or '-'} (was v{current.get(alias, '-')}), "
+                         "as audited")
+        return fixed

@@ -8,16 +8,23 @@ an open store transaction, then the alias is set, then the transaction commits. 
 transaction rolls back (no row); if the commit fails after the alias moved, the alias is put back. A failed
 ``register`` deletes the version it created, so no half-registered model is ever left behind.
 
+Every alias move reads where the aliases are, decides, and writes under a per-model lock (``model:<name>`` in the
+audit store: a PostgreSQL advisory lock on a team store, a file lock beside a SQLite one), so two promotions racing
+on one model serialise and each audit row's previous version is the one the alias really pointed at.
+
 This module takes an ``MlflowClient`` and never sets tracking or registry URIs itself.
 """
 
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +33,7 @@ from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException
 
 from paperline.core.errors import PaperlineError
+from paperline.ops.manual_policy import PolicyView, policy_view
 from paperline.ops.policy import Budget, Decision, GridCell, choose_cell, load_policy
 from paperline.ops.store import AliasEvent, AuditStore
 
@@ -35,14 +43,27 @@ PRIMARY_METRIC_TAG = "paperline.primary_metric"
 LOWER_IS_BETTER_TAG = "paperline.lower_is_better"  # set only on versions whose primary metric is a loss
 METRIC_TAG_PREFIX = "paperline.metric."
 PROJECT_TAG = "paperline.project"
+GATE_TAG = "paperline.gate_passed"  # on the MLflow run (tracking.log_gate); a version may carry it too
 BUDGET_ALIAS = re.compile(r"champion-l(\d+)-d(\d+)")
 # MLflow's own default: registries that copy artifacts (Databricks, Unity Catalog) can take minutes.
 READY_TIMEOUT_S = 300.0
+# An alias move holds its model's lock for a few registry calls; minutes of waiting means a stuck holder.
+MODEL_LOCK_TIMEOUT_S = 300.0
 _MODELS_HINT = "`paperline models ls` lists the registered models and their versions"
 
 
 class RegistryError(PaperlineError):
     """Something a user can fix: an unknown model or version, an empty reason, nothing to roll back to."""
+
+    exit_code = 2  # the user named something that does not exist (paperline.core.errors.USAGE)
+
+
+class PolicyRefusal(RegistryError):
+    """The promotion policy refuses a manual promotion (failed gate, below the floor); ``force`` overrides it."""
+
+    def __init__(self, message: str, view: PolicyView):
+        super().__init__(message)
+        self.view = view
 
 
 def _current_user() -> str:
@@ -117,8 +138,25 @@ class ModelRegistry:
         self.client = client
         self.store = store
         self.actor = actor or os.environ.get("PAPERLINE_ACTOR") or _current_user()
-        # With a policy, every champion move also moves the budget aliases of the version's project.
+        # With a policy, every champion move also moves the budget aliases of the version's project, and a manual
+        # promotion is checked against the project's rules.
         self.policy_path = policy_path
+        self._held = threading.local()  # the model locks this thread holds: nested moves must not wait on them
+
+    @contextmanager
+    def model_lock(self, name: str) -> Iterator[None]:
+        """Hold ``name``'s alias lock for the block (re-entrant within a thread): moves of one model serialise
+        across threads, processes and, on a team store, machines."""
+        held = self._held.__dict__.setdefault("names", set())
+        if name in held:
+            yield
+            return
+        with self.store.hold(f"model:{name}", timeout_s=MODEL_LOCK_TIMEOUT_S):
+            held.add(name)
+            try:
+                yield
+            finally:
+                held.discard(name)
 
     def _model(self, name: str) -> RegisteredModel:
         try:
@@ -127,6 +165,10 @@ class ModelRegistry:
             if _is(error, "RESOURCE_DOES_NOT_EXIST"):
                 raise RegistryError(f"there is no registered model {name!r}; {_MODELS_HINT}") from None
             raise
+
+    def check_model(self, name: str) -> None:
+        """Raise the one-line RegistryError when ``name`` is not a registered model."""
+        self._model(name)
 
     def _version(self, model: RegisteredModel, version: str | int) -> ModelVersion:
         try:
@@ -264,12 +306,20 @@ class ModelRegistry:
         MLflow 3's ``log_model`` keeps a model's files with a logged model, ``models:/<model_id>``, not in the run's
         artifacts. MLflow's SQL registry resolves such a URI through the process-wide tracking URI, not this
         client's (it fails, or reads a stray ./mlflow.db), so it is resolved here with the client we were given.
+        The URI itself stays the source where it resolves to the same store (a server resolves it itself; in a
+        run, tracking.connect set the process-wide URI to this client's): MLflow's UI links a version to its
+        logged model ("Source model") only from a ``models:/<model_id>`` source.
         """
         ref = model_uri.removeprefix("models:/").strip("/")
         if not model_uri.startswith("models:/") or "/" in ref or "@" in ref:
             return model_uri, None  # runs:/, a storage URI, or a registered model's version: MLflow resolves it
         try:
-            return self.client.get_logged_model(ref).artifact_location, ref
+            location = self.client.get_logged_model(ref).artifact_location
+            import mlflow
+
+            same_store = self.client.tracking_uri.startswith(("http://", "https://")) or (
+                mlflow.get_tracking_uri() == self.client.tracking_uri)
+            return (model_uri if same_store else location), ref
         except MlflowException as error:
             if _is(error, "RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
                 raise RegistryError(f"no logged model {ref!r} behind {model_uri}; pass the model_uri that "
@@ -298,9 +348,7 @@ class ModelRegistry:
         where it was (and a model created by this call is deleted) before the error is raised.
         """
         source, model_id = self._source(model_uri)  # before anything is written: it may fail
-        existing = self._existing_or_new_model(name)
-        created_model = existing is None
-        previous = None if existing is None else _alias(existing, CHALLENGER)
+        created_model = self._existing_or_new_model(name) is None
         version: str | None = None
         try:
             # Tags go in with the version, not one call each afterwards: MLflow validates them before it writes
@@ -311,15 +359,41 @@ class ModelRegistry:
             )
             version = str(created.version)
             self._await_ready(created)
-            self._move_alias(
-                name, CHALLENGER, version, previous=previous, actor=self.actor, action="register",
-                reason=f"registered {model_uri}", details={"source": model_uri, "tags": tags},
-                mlflow_run_id=run_id, flow_run_id=flow_run_id,
-            )
+            self._link_logged_model(model_id, name, version)
+            with self.model_lock(name):  # re-read under the lock: a concurrent register may have moved it
+                previous = self._alias_target(name, CHALLENGER)
+                self._move_alias(
+                    name, CHALLENGER, version, previous=previous, actor=self.actor, action="register",
+                    reason=f"registered {model_uri}", details={"source": model_uri, "tags": tags},
+                    mlflow_run_id=run_id, flow_run_id=flow_run_id,
+                )
         except BaseException as error:
+            if version is not None:
+                self._link_logged_model(model_id, name, version, link=False, error=error)
             self._undo_register(name, version, created_model, error)
             raise
         return version
+
+    def _link_logged_model(self, model_id: str | None, name: str, version: str, link: bool = True,
+                           error: BaseException | None = None) -> None:
+        """Add (or take back) ``name`` v``version`` in the logged model's ``mlflow.modelVersions`` tag: what MLflow's
+        UI reads to show a logged model as registered, and what its server writes itself but a client on a database
+        does not. Without it the logged model's page says "Not registered" and offers to register it again."""
+        if model_id is None:
+            return
+        from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+        try:
+            logged = self.client.get_logged_model(model_id)
+            links = json.loads(logged.tags.get(MLFLOW_MODEL_VERSIONS) or "[]")
+            others = [v for v in links if (v.get("name"), str(v.get("version"))) != (name, version)]
+            entry = [{"name": name, "version": int(version)}] if link else []
+            if others + entry != links:
+                self.client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(others + entry)})
+        except Exception as link_error:
+            if error is None:
+                raise
+            error.add_note(f"taking v{version} of {name!r} off logged model {model_id} failed too ({link_error})")
 
     def _undo_register(self, name: str, version: str | None, created_model: bool, error: BaseException) -> None:
         # ``challenger`` needs no step here: it is set last, and _move_alias puts it back if its audit row fails.
@@ -343,28 +417,74 @@ class ModelRegistry:
         """Move ``champion`` to ``version`` if the policy said so (actor "policy"); True when it moved."""
         if not decision.promote:
             return False  # no alias change, so no audit row: the decision itself belongs in the run's lineage
-        model = self._model(name)
-        target = self._version(model, version)
-        reason = "; ".join(decision.reasons)
-        self._move_aliases(
-            name, self._champion_moves(model, target, reason), actor="policy", action="auto-promote",
-            reason=reason, gate_passed=gate_passed, details=decision.to_dict(),
-            mlflow_run_id=mlflow_run_id or target.run_id, flow_run_id=flow_run_id,
-        )
+        with self.model_lock(name):  # the caller holds it too when it read the champion it decided against
+            model = self._model(name)
+            target = self._version(model, version)
+            reason = "; ".join(decision.reasons)
+            self._move_aliases(
+                name, self._champion_moves(model, target, reason), actor="policy", action="auto-promote",
+                reason=reason, gate_passed=gate_passed, details=decision.to_dict(),
+                mlflow_run_id=mlflow_run_id or target.run_id, flow_run_id=flow_run_id,
+            )
         return True
 
-    def promote(self, name: str, version: str | int, reason: str) -> AliasEvent:
-        """Point ``champion`` at ``version`` by hand."""
+    def _gate_passed(self, version: ModelVersion) -> bool | None:
+        """The data gate's verdict for ``version``: its own tag, else its MLflow run's; None if neither has one."""
+        tag = version.tags.get(GATE_TAG)
+        if tag is None and version.run_id:
+            try:
+                tag = self.client.get_run(version.run_id).data.tags.get(GATE_TAG)
+            except MlflowException as error:  # the run was deleted: the gate is unknown
+                if not _is(error, "RESOURCE_DOES_NOT_EXIST"):
+                    raise
+        return None if tag is None else tag.strip().lower() == "true"
+
+    def policy_view(self, model: RegisteredModel, target: ModelVersion, forced: bool = False) -> PolicyView:
+        """The policy's view of promoting ``target`` by hand: gate, primary metric vs floor vs champion."""
+        policy = None
+        if self.policy_path is not None:
+            policy = load_policy(self.policy_path, target.tags.get(PROJECT_TAG) or target.name)
+        metric = target.tags.get(PRIMARY_METRIC_TAG)
+        champion_version = _alias(model, CHAMPION)
+        champion_value = None
+        if champion_version is not None and metric:
+            try:
+                champion_value = self.client.get_model_version(model.name, champion_version).tags.get(
+                    METRIC_TAG_PREFIX + metric)
+            except MlflowException as error:
+                if not _is(error, "RESOURCE_DOES_NOT_EXIST"):
+                    raise
+        return policy_view(
+            policy, version=str(target.version), gate_passed=self._gate_passed(target), metric=metric,
+            value=target.tags.get(METRIC_TAG_PREFIX + metric) if metric else None,
+            greater_is_better=target.tags.get(LOWER_IS_BETTER_TAG) != "true",
+            champion_version=champion_version, champion_value=champion_value, forced=forced)
+
+    def promote(self, name: str, version: str | int, reason: str, force: bool = False) -> AliasEvent:
+        """Point ``champion`` at ``version`` by hand, if the policy's hard rules (gate, floor) allow it or ``force``.
+
+        A refusal is a ``PolicyRefusal`` and moves nothing; a forced promotion's reason says what was overridden.
+        The audit row's details keep the policy's view (``details["policy"]``), whatever it said.
+        """
         reason = _required_reason(reason, "promote a model version")
-        model = self._model(name)
-        target = self._version(model, version)
-        current = _alias(model, CHAMPION)
-        if current == str(target.version):
-            raise RegistryError(f"version {current} of {name!r} is already the champion; nothing to promote")
-        return self._move_aliases(
-            name, self._champion_moves(model, target, reason), actor=self.actor, action="promote",
-            reason=reason, mlflow_run_id=target.run_id,
-        )[0]
+        with self.model_lock(name):
+            model = self._model(name)
+            target = self._version(model, version)
+            current = _alias(model, CHAMPION)
+            if current == str(target.version):
+                raise RegistryError(f"version {current} of {name!r} is already the champion; nothing to promote")
+            view = self.policy_view(model, target, forced=force)
+            if view.refusals and not force:
+                raise PolicyRefusal(
+                    f"the promotion policy refuses v{target.version} of {name!r}: {view.refusal_text()}; "
+                    "promote it anyway with force (`paperline promote ... --force`, or the flow's force)", view)
+            if view.forced:
+                reason = f"{reason} | forced: {view.refusal_text()}"
+            return self._move_aliases(
+                name, self._champion_moves(model, target, reason), actor=self.actor, action="promote",
+                reason=reason, mlflow_run_id=target.run_id, gate_passed=view.gate_passed,
+                details={"policy": view.to_dict()},
+            )[0]
 
     def rollback(self, name: str, reason: str) -> AliasEvent:
         """Point ``champion`` back at the version that was champion before the current one.
@@ -373,19 +493,24 @@ class ModelRegistry:
         first rollback moved away from. Versions deleted since are skipped.
         """
         reason = _required_reason(reason, "roll back")
-        current = self._alias_target(name, CHAMPION)
-        if current is None:
-            raise RegistryError(f"{name!r} has no champion, so there is nothing to roll back")
-        target = self._rollback_target(name, current)
-        if target is None:
-            raise RegistryError(
-                f"{name!r} has no earlier champion to roll back to (the champion is version {current}); "
-                "promote a version by hand with `paperline promote`"
-            )
-        return self._move_aliases(
-            name, self._champion_moves(self._model(name), target, reason), actor=self.actor, action="rollback",
-            reason=reason, mlflow_run_id=target.run_id,
-        )[0]
+        with self.model_lock(name):
+            model = self._model(name)
+            current = _alias(model, CHAMPION)
+            if current is None:
+                raise RegistryError(f"{name!r} has no champion, so there is nothing to roll back")
+            target = self._rollback_target(name, current)
+            if target is None:
+                raise RegistryError(
+                    f"{name!r} has no earlier champion to roll back to (the champion is version {current}); "
+                    "promote a version by hand with `paperline promote`"
+                )
+            # Shown, never a refusal: a rollback goes back to a version that was serving.
+            view = self.policy_view(model, target)
+            return self._move_aliases(
+                name, self._champion_moves(model, target, reason), actor=self.actor, action="rollback",
+                reason=reason, mlflow_run_id=target.run_id, gate_passed=view.gate_passed,
+                details={"policy": view.to_dict()},
+            )[0]
 
     def _rollback_target(self, name: str, current: str) -> ModelVersion | None:
         # Replay the champion's audit history into a stack of champions: a promotion pushes, a rollback pops

@@ -2,7 +2,8 @@
 
 Two append-only tables in any SQLAlchemy database: a SQLite file in the workspace by default (the caller decides
 the URL; see ``PAPERLINE_STORE_URL``), or the team's PostgreSQL server beside MLflow's own tables. Rows go out as
-frozen dataclasses, not live ORM objects, so callers can keep them after the session is closed.
+frozen dataclasses, not live ORM objects, so callers can keep them after the session is closed. A third table
+keeps the row count of each split of every dataset version that passed the data gate, for the shrink check.
 
 Nothing happens at import time: the engine is created, and the tables with it, on first use.
 """
@@ -113,6 +114,19 @@ class _LineageRow(_Base):
     model_version: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(32))
     details: Mapped[Any] = mapped_column(_JSONText, nullable=True)
+
+
+class _GatedRowsRow(_Base):
+    # One split of a dataset version that passed the data gate, and its row count: what the next version's split
+    # is compared with (a shrink beyond the data kind's fraction fails the gate; see paperline.data.shrink).
+    __tablename__ = "paperline_gated_rows"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    time: Mapped[datetime] = mapped_column(_UTCDateTime, index=True)
+    dataset: Mapped[str] = mapped_column(String(256), index=True)
+    dataset_md5: Mapped[str] = mapped_column(String(64))
+    split: Mapped[str] = mapped_column(String(256))
+    rows: Mapped[int] = mapped_column(Integer)
 
 
 @dataclass(frozen=True)
@@ -343,6 +357,34 @@ class AuditStore:
         with self.transaction() as session, self._reachable():
             rows = session.scalars(query.order_by(_LineageRow.time, _LineageRow.id))
             return [_freeze(row, LineageRecord) for row in rows]
+
+    # ---- row counts of the dataset versions that passed the gate ------------------------------------------------
+
+    def record_gated_rows(self, dataset_md5: str, rows: dict[str, dict[str, int]]) -> None:
+        """Record dataset -> split -> row count of a version that passed the gate; a split whose latest record
+        already says the same is left alone (a cached gate passes on every rerun)."""
+        latest = self.gated_rows(list(rows), with_md5=True)
+        now = datetime.now(timezone.utc)
+        with self.transaction() as session, self._reachable():
+            for dataset, splits in rows.items():
+                for split, count in splits.items():
+                    if latest.get(dataset, {}).get(split) != (dataset_md5, count):
+                        session.add(_GatedRowsRow(time=now, dataset=dataset, dataset_md5=dataset_md5, split=split,
+                                                  rows=int(count)))
+
+    def gated_rows(self, datasets: list[str], with_md5: bool = False,
+                   excluding_md5: str | None = None) -> dict[str, dict[str, Any]]:
+        """Dataset -> split -> row count in the latest version that passed the gate (`(md5, rows)` with
+        `with_md5`); a dataset or split never gated is absent. `excluding_md5`: the version being gated now, so
+        a rerun of it compares against the same earlier version as its first run (and hits the gate's cache)."""
+        query = select(_GatedRowsRow).where(_GatedRowsRow.dataset.in_(datasets))
+        if excluding_md5 is not None:
+            query = query.where(_GatedRowsRow.dataset_md5 != excluding_md5)
+        latest: dict[str, dict[str, Any]] = {}
+        with self.transaction() as session, self._reachable():
+            for row in session.scalars(query.order_by(_GatedRowsRow.time, _GatedRowsRow.id)):  # the last one wins
+                latest.setdefault(row.dataset, {})[row.split] = (row.dataset_md5, row.rows) if with_md5 else row.rows
+        return latest
 
     # ---- locks that die with their holder ----------------------------------------------------------------------
 

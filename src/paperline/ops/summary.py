@@ -26,9 +26,21 @@ class RunSummary:
     dataset_md5: str | None = None
     cache_hit: bool = False
     message: str = ""
+    mlflow_run_url: str | None = None  # the run's page in the MLflow UI (a local store: once `mlflow ui` runs)
+    elapsed_s: float | None = None  # wall time of the flow run, from its start to this summary
+
+    def model_uris(self) -> list[str]:
+        """What loads this run's model: its version, and the champion alias when the version holds it."""
+        if not self.model_version:
+            return []
+        uris = [f"models:/{self.model_name}/{self.model_version}"]
+        if self.champion_moved or self.is_champion:
+            uris.append(f"models:/{self.model_name}@champion")
+        return uris
 
     def lines(self, primary_metric: str | None = None) -> list[str]:
-        out = [f"{self.project} [{self.config}]: {self.status}" + (f": {self.message}" if self.message else "")]
+        elapsed = f" in {_duration(self.elapsed_s)}" if self.elapsed_s is not None else ""
+        out = [f"{self.project} [{self.config}]: {self.status}{elapsed}" + (f": {self.message}" if self.message else "")]
         shown = sorted(self.metrics.items())
         if len(shown) > 12:  # a grid of metrics belongs in MLflow; the summary keeps the headline numbers
             shown = [(k, v) for k, v in shown if k.endswith(str(primary_metric))] or shown[:12]
@@ -41,11 +53,17 @@ class RunSummary:
                      else "challenger (champion unchanged)")
             out.append(f"  model: {self.model_name} v{self.model_version}, alias {alias}")
             out.extend(f"  budget alias: {a} -> {cell}" for a, cell in sorted(self.budget_aliases.items()))
+            out.append(f"  load it: {' or '.join(self.model_uris())}")
         out.extend(f"  policy: {reason}" for reason in self.decision)
         if self.cache_hit:
             out.append("  training and evaluation: cached (unchanged code, config and data)")
         out.append(f"  data: {self.dataset_md5}")
-        out.append(f"  MLflow run: {self.mlflow_run_id} (experiment {self.mlflow_experiment_id}); `paperline ui` to open")
+        out.append(f"  MLflow run: {self.mlflow_run_url or self.mlflow_run_id} (`paperline ui` says how to open it)")
         if self.flow_run_url:
             out.append(f"  Prefect flow run: {self.flow_run_url}")
         return out
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s" if minutes else f"{seconds:.1f} s"

@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import tempfile
 import urllib.error
 import urllib.request
@@ -40,8 +41,55 @@ def is_server(tracking_uri: str) -> bool:
     return tracking_uri.startswith(("http://", "https://"))
 
 
+class TrackingUrlError(TrackingError):
+    """MLFLOW_TRACKING_URI is malformed, needs a driver that is not installed, or names no database."""
+
+    exit_code = 2  # the user typed it (paperline.core.errors.USAGE)
+
+
+def _hide_password(uri: str) -> str:
+    return re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", uri)
+
+
+def check_database(tracking_uri: str) -> None:
+    """A database tracking URI (postgresql://, mysql://, ...): its driver is importable and one connection opens
+    within seconds. MLflow itself would retry for minutes and end in a traceback."""
+    from sqlalchemy import create_engine, exc
+    from sqlalchemy.engine import make_url
+
+    shown = _hide_password(tracking_uri)
+    try:
+        url = make_url(tracking_uri)
+        dialect = url.get_dialect()
+    except (exc.ArgumentError, exc.NoSuchModuleError, ValueError) as error:
+        raise TrackingUrlError(f"MLFLOW_TRACKING_URI {shown} is not a URL MLflow can use ({error}); use "
+                               "http(s)://host:port for a server or a SQLAlchemy URL such as "
+                               "postgresql+psycopg2://user@host/db") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as error:
+        hint = (f"write {url.set(drivername=url.get_backend_name() + '+psycopg2').render_as_string()} (psycopg2 "
+                "is installed)" if url.get_backend_name() == "postgresql" else "install its driver")
+        raise TrackingUrlError(f"MLFLOW_TRACKING_URI {shown} needs the database driver '{error.name}', which is "
+                               f"not installed; {hint}") from None
+    timeout = {"connect_timeout": 5} if url.get_backend_name() in ("postgresql", "mysql", "mariadb") else {}
+    engine = create_engine(url, connect_args=timeout)
+    try:
+        engine.connect().close()
+    except exc.DBAPIError as error:
+        reason = str(error.orig or error).strip().splitlines()[0]
+        cls = TrackingUrlError if "does not exist" in reason else TrackingError
+        raise cls(f"MLflow's database at {shown} cannot be reached ({reason}); check MLFLOW_TRACKING_URI, or unset "
+                  "it to track to the workspace's SQLite file") from None
+    finally:
+        engine.dispose()
+
+
 def check_reachable(tracking_uri: str) -> None:
-    """Fail fast, before any training, when the tracking server does not answer."""
+    """Fail fast, before any training, when the tracking server or database does not answer."""
+    if "://" in tracking_uri and not is_server(tracking_uri) and not tracking_uri.startswith(("sqlite:", "file:")):
+        check_database(tracking_uri)
+        return
     if is_server(tracking_uri):
         try:
             with urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=5) as response:
@@ -169,9 +217,21 @@ def connect(settings: Settings):
     with open(database.parent / f".{database.name}.init.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
+            if not database.exists() and settings.artifact_root:
+                # The database is made here with the workspace's artifact root, so that MLflow's `Default`
+                # experiment (created with it) keeps its artifacts in the workspace, not in ./mlruns of the cwd.
+                from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+                SqlAlchemyStore(settings.tracking_uri, settings.artifact_root)
             return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """The run's page in the MLflow UI: on the tracking server, or where `mlflow ui` serves a local store."""
+    base = tracking_uri.rstrip("/") if is_server(tracking_uri) else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def experiment_id(client, name: str, artifact_root: str | None) -> str:
@@ -227,9 +287,13 @@ def log_tables(tables: dict[str, dict[str, list]]) -> None:
             mlflow.log_table(data=columns, artifact_file=f"{name}.json")
 
 
-def log_model(model: TrainedModel) -> str:
-    """Log the trained model to the active run in its flavor; returns the URI to register."""
+def log_model(model: TrainedModel, name: str = "model") -> str:
+    """Log the trained model to the active run in its flavor, as a logged model called `name` (the project's);
+    returns the URI to register. A sentence-transformers model gets a signature (strings in, a float32 vector of
+    its dimension out) and an input example; a pyfunc its spec's input example (its schema is its type hint)."""
     import mlflow
+
+    from paperline.ops.run_views import embedding_signature
 
     if model.flavor not in ("sentence_transformers", "pyfunc"):
         # TrainedModel refuses any other flavor when it is made; this is a guard for new flavors
@@ -238,13 +302,14 @@ def log_model(model: TrainedModel) -> str:
         if model.flavor == "sentence_transformers":
             from sentence_transformers import SentenceTransformer
 
+            encoder = SentenceTransformer(str(model.path), device="cpu")
+            signature, example = embedding_signature(encoder)
             info = mlflow.sentence_transformers.log_model(
-                SentenceTransformer(str(model.path), device="cpu"),
-                name="model",
+                encoder, name=name, signature=signature, input_example=example,
                 pip_requirements=pinned_requirements(["sentence-transformers", "transformers", "torch"]),
             )
         else:
-            info = mlflow.pyfunc.log_model(name="model", **model.serving.log_model_kwargs())
+            info = mlflow.pyfunc.log_model(name=name, **model.serving.log_model_kwargs())
     return info.model_uri
 
 
@@ -253,17 +318,23 @@ def json_text(data: Any) -> str:
 
 
 def log_results(model: TrainedModel, evaluation: Evaluation) -> None:
-    """A run's results: the evaluation's metrics, tags, files and tables, the training metrics, and the
-    training notes (device, precision, a chosen setting) as `train.<name>` tags."""
+    """A run's results: the evaluation's metrics, tags, files and tables, predicted-vs-gold plots, the training
+    metrics, the learning curve (`train/loss` per step), and the training notes (device, precision, a chosen
+    setting) as `train.<name>` tags."""
     import mlflow
+
+    from paperline.ops import run_views
 
     with access("log the run's metrics and tags"):
         mlflow.log_metrics(evaluation.metrics)
         mlflow.log_metrics(model.metrics)
         mlflow.set_tags({**{f"train.{k}": str(v) for k, v in model.notes.items()}, **evaluation.tags})
+    # a result cached before these fields existed has neither attribute
+    run_views.log_history(getattr(model, "history", None) or [])
     with _artifacts("'evaluation'"):
         for path in evaluation.artifacts.values():
             mlflow.log_artifact(str(path), "evaluation")
+    run_views.log_predictions(getattr(evaluation, "predictions", None) or {})
     log_tables(evaluation.tables)
 
 

@@ -24,12 +24,15 @@ class DataNeed(StrictModel):
     """A dataset the method reads and its data kind (a file in paperline/data/kinds/).
 
     `min_rows` is the smallest each split may be, per split: the data gate fails a version whose split shrank below
-    it (a truncated export that still parses trains a worse model that looks fine).
+    it (a truncated export that still parses trains a worse model that looks fine). `max_shrink` is the fraction
+    of a split's rows a new version may lose against the last version that passed the gate, when this dataset
+    needs another bound than its data kind's `max_shrink_fraction`.
     """
 
     dataset: str
     kind: str
     min_rows: dict[str, int] = Field(default_factory=dict)
+    max_shrink: float | None = Field(default=None, ge=0.0, le=1.0)
 
 
 class PrimaryMetric(StrictModel):
@@ -64,3 +67,7 @@ class MethodCard(StrictModel):
     def min_rows(self) -> dict[str, dict[str, int]]:
         """Dataset -> split -> the smallest row count the data gate accepts."""
         return {need.dataset: dict(need.min_rows) for need in self.data if need.min_rows}
+
+    def max_shrink(self) -> dict[str, float]:
+        """Dataset -> the shrink fraction the card sets for it (others keep their data kind's)."""
+        return {need.dataset: need.max_shrink for need in self.data if need.max_shrink is not None}

@@ -15,14 +15,20 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from paperline.core.config import ConfigError, ProjectConfig, load_config, read_yaml, validate
 from paperline.core.errors import PaperlineError
 from paperline.project.card import MethodCard
 
+if TYPE_CHECKING:
+    from paperline.project.interface import ProjectData, RunContext, TrainedModel
+
 
 class ProjectError(PaperlineError, LookupError):
     """An unknown project or a malformed project folder; the message says what exists."""
+
+    exit_code = 2  # the user named something that does not exist (paperline.core.errors.USAGE)
 
 
 class BrokenProjectError(ProjectError, ConfigError):
@@ -88,6 +94,19 @@ class Project:
     @property
     def trains(self) -> bool:
         return hasattr(self.method(), "train")
+
+    def build_model(self, cfg: ProjectConfig, data: ProjectData, ctx: RunContext) -> TrainedModel:
+        """The method's `train` (or `prepare`, for a training-free method), with the learning curve of every
+        `fit` it ran put on the result (`TrainedModel.history`): one place, for the flow, a torchrun rank and a
+        local run alike, so no method carries its curve by hand."""
+        from paperline.ml.history import recording_history
+
+        method = self.method()
+        with recording_history() as history:
+            model = method.train(cfg, data, ctx) if self.trains else method.prepare(cfg, data, ctx)
+        if history and not model.history:
+            model.history = history
+        return model
 
     @cached_property
     def problems(self) -> list[str]:

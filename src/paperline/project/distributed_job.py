@@ -163,9 +163,10 @@ def model_to_json(model: TrainedModel) -> dict[str, Any]:
         s = model.serving
         serving = {"python_model": str(s.python_model), "artifacts": {k: str(v) for k, v in s.artifacts.items()},
                    "pip_requirements": list(s.pip_requirements), "code_paths": [str(p) for p in s.code_paths],
-                   "metadata": s.metadata}
+                   "metadata": s.metadata, "input_example": s.input_example}
     return {"path": str(model.path), "flavor": model.flavor, "serving": serving, "metrics": model.metrics,
-            "notes": {k: str(v) for k, v in model.notes.items()}, "outputs": {k: str(v) for k, v in model.outputs.items()}}
+            "notes": {k: str(v) for k, v in model.notes.items()}, "outputs": {k: str(v) for k, v in model.outputs.items()},
+            "history": list(model.history)}
 
 
 def model_from_json(data: dict[str, Any]) -> TrainedModel:
@@ -173,9 +174,10 @@ def model_from_json(data: dict[str, Any]) -> TrainedModel:
     serving = None if s is None else PyfuncSpec(
         python_model=Path(s["python_model"]), artifacts={k: Path(v) for k, v in s["artifacts"].items()},
         pip_requirements=list(s["pip_requirements"]), code_paths=[Path(p) for p in s["code_paths"]],
-        metadata=dict(s["metadata"]))
+        metadata=dict(s["metadata"]), input_example=s.get("input_example"))
     return TrainedModel(path=Path(data["path"]), flavor=data["flavor"], serving=serving, metrics=dict(data["metrics"]),
-                        notes=dict(data["notes"]), outputs={k: Path(v) for k, v in data["outputs"].items()})
+                        notes=dict(data["notes"]), outputs={k: Path(v) for k, v in data["outputs"].items()},
+                        history=list(data.get("history", [])))
 
 
 # ---- the launcher (the flow's side) ----------------------------------------------------------------------------
@@ -286,8 +288,7 @@ def run_rank(spec: JobSpec) -> TrainedModel:
             raise DataError(f"data.dvc in {spec.root} is at version {here}, the job spec needs {ref.md5} for "
                             f"'{ref.name}'; check out the same commit on every node and run `paperline data pull`")
     ctx = RunContext(workdir=Path(spec.workdir), progress=spec.progress, upstream=spec.upstream_models())
-    method = project.method()
-    return method.train(cfg, ProjectData(refs), ctx) if project.trains else method.prepare(cfg, ProjectData(refs), ctx)
+    return project.build_model(cfg, ProjectData(refs), ctx)
 
 
 def write_spec_for(out: Path, project_name: str, config_name: str, overrides: list[str],

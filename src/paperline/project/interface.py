@@ -46,12 +46,16 @@ class PyfuncSpec:
     pip_requirements: list[str]
     code_paths: list[Path] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    # What one request looks like (`PAIRS_EXAMPLE`, `SENTENCES_EXAMPLE` in paperline.project.sections): MLflow
+    # stores it with the model and shows it as the serving example; the input schema comes from the type hint
+    # of the model's `predict` (`list[list[str]]`), which refuses anything else (an integer) at serving time.
+    input_example: list | None = None
 
     def log_model_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of `mlflow.pyfunc.log_model` (besides the model's name)."""
         return {"python_model": str(self.python_model), "artifacts": {k: str(v) for k, v in self.artifacts.items()},
                 "code_paths": [str(p) for p in self.code_paths] or None, "pip_requirements": self.pip_requirements,
-                "metadata": self.metadata}
+                "metadata": self.metadata, "input_example": self.input_example}
 
 
 @dataclass
@@ -63,7 +67,9 @@ class TrainedModel:
     - `metrics`: numbers about training (steps, seconds, loss) that the run logs next to the evaluation's;
     - `notes`: short facts about training (device, precision, a chosen setting) the run records as tags;
     - `outputs`: named files or folders that `evaluate` reads back (a baseline model, a search log): the only
-      state handed from `train` to `evaluate`, so a cached `train` result is enough to evaluate again.
+      state handed from `train` to `evaluate`, so a cached `train` result is enough to evaluate again;
+    - `history`: the learning curve, [{"step", "epoch", "loss", "learning_rate", "fit"}], filled by the platform
+      from every `paperline.ml.training.fit` of the job (`Project.build_model`): a method sets nothing.
     """
 
     path: Path
@@ -72,6 +78,7 @@ class TrainedModel:
     metrics: dict[str, float] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
     outputs: dict[str, Path] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
@@ -98,6 +105,9 @@ class Evaluation:
     artifacts: dict[str, Path] = field(default_factory=dict)  # name -> file (plot, report) to attach to the run
     tables: dict[str, dict[str, list]] = field(default_factory=dict)  # name -> columns, logged as MLflow tables
     tags: dict[str, str] = field(default_factory=dict)  # name -> text (a content hash, a chosen setting) for the run
+    # name (`stsb_test`) -> {"gold": [...], "predicted": [...]}, one number per row: the run plots predicted vs
+    # gold (paperline.ops.plots); plain lists, so a cached evaluation stays JSON-serialisable
+    predictions: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

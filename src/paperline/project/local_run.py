@@ -32,9 +32,8 @@ def run_locally(project_name: str, config_name: str = "default", overrides: list
     data = ProjectData({name: dataset_ref(version, name, use.kind) for name, use in cfg.data.items()})
     ctx = RunContext(workdir=Path(workdir or settings.workspace / "runs" / f"local-{project_name}-{config_name}"),
                      progress=False)
-    method = project.method()
-    model = method.train(cfg, data, ctx) if project.trains else method.prepare(cfg, data, ctx)
-    return model, method.evaluate(model, cfg, data, ctx)
+    model = project.build_model(cfg, data, ctx)
+    return model, project.method().evaluate(model, cfg, data, ctx)
 
 
 def _print_table(name: str, columns: dict[str, list]) -> None:

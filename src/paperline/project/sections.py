@@ -8,7 +8,7 @@
   base model is scored in the same run (the baseline); `rows()` reads the splits, `metric_names()` names the
   metrics it produces (`stsb_test_spearman`, `baseline_stsb_test_spearman`).
 - `scored_pairs_dataset`, `pyfunc_spec`: rows -> `datasets.Dataset`, and a pyfunc serving spec with pinned
-  requirements.
+  requirements and an input example (`SENTENCES_EXAMPLE`, `PAIRS_EXAMPLE`).
 """
 
 from __future__ import annotations
@@ -87,10 +87,19 @@ def scored_pairs_dataset(rows: list, max_rows: int | None = None, **extra_column
     return Dataset.from_dict(columns)
 
 
+# One request of each shape a paperline pyfunc serves (the model's `predict` type hint says which): MLflow stores
+# it with the model as its input and serving example.
+SENTENCES_EXAMPLE = ["A man is playing a guitar.", "A woman is slicing an onion."]
+PAIRS_EXAMPLE = [["A man is playing a guitar.", "A person plays music."],
+                 ["A woman is slicing an onion.", "A dog runs on the beach."]]
+
+
 def pyfunc_spec(python_model: Path, artifacts: dict[str, Path], packages: list[str],
-                code_paths: list[Path] | None = None, metadata: dict[str, Any] | None = None) -> PyfuncSpec:
+                code_paths: list[Path] | None = None, metadata: dict[str, Any] | None = None,
+                input_example: list | None = None) -> PyfuncSpec:
     """A `PyfuncSpec` whose requirements pin `packages` at the versions installed here (torch 2.13.0+cpu ->
-    torch==2.13.0), so `mlflow models serve` builds the environment the model was tested in."""
+    torch==2.13.0), so `mlflow models serve` builds the environment the model was tested in; `input_example`
+    (`SENTENCES_EXAMPLE` or `PAIRS_EXAMPLE`) is logged with the model."""
     return PyfuncSpec(python_model=Path(python_model), artifacts=dict(artifacts),
                       pip_requirements=pinned_requirements(packages), code_paths=list(code_paths or []),
-                      metadata=dict(metadata or {}))
+                      metadata=dict(metadata or {}), input_example=input_example)

@@ -33,6 +33,8 @@ from paperline.core.errors import PaperlineError
 class UnknownKindError(PaperlineError, LookupError):
     """A data kind no file in this folder defines; the message lists the kinds there are."""
 
+    exit_code = 2  # the user named something that does not exist (paperline.core.errors.USAGE)
+
 
 class KindDefinitionError(PaperlineError):
     """A kind file that breaks the contract (no KIND, a KIND named unlike its file, two files with one name)."""
@@ -92,6 +94,10 @@ class DataKind:
     - `max_text_length`: the longest value a text column may hold, in characters. The default (5,000) is 13 times
       the longest STS-B sentence and 10 times the longest WordNet gloss; a million-character row is a broken
       file (a lost delimiter or quote), not a sentence, and would only be truncated by the tokenizer unseen.
+    - `max_shrink_fraction`: how much of a split's rows a new dataset version may lose against the last version
+      that passed the gate (0.2: a fifth). More is a truncated export or a lost file part far more often than a
+      deliberate cut; a cut that is meant says so in the config (`data.<name>.allow_shrink: true`), and a card
+      may set its own fraction per dataset (`max_shrink`).
     """
 
     name: str
@@ -106,6 +112,7 @@ class DataKind:
     max_duplicate_fraction: float = 0.01
     max_leakage_fraction: float = 0.01
     max_text_length: int = 5_000
+    max_shrink_fraction: float = 0.2
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
@@ -119,7 +126,7 @@ class DataKind:
                                           f"not among its columns {', '.join(self.columns)}")
         if self.max_text_length < 1:
             raise KindDefinitionError(f"data kind '{self.name}': max_text_length must be at least 1")
-        for limit in ("max_duplicate_fraction", "max_leakage_fraction"):
+        for limit in ("max_duplicate_fraction", "max_leakage_fraction", "max_shrink_fraction"):
             if not 0.0 <= getattr(self, limit) <= 1.0:
                 raise KindDefinitionError(f"data kind '{self.name}': {limit} must be in [0, 1]")
 
