@@ -17,120 +17,46 @@ This module takes an ``MlflowClient`` and never sets tracking or registry URIs i
 
 from __future__ import annotations
 
-import getpass
-import json
 import os
-import re
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException
 
-from paperline.core.errors import PaperlineError
 from paperline.ops.manual_policy import PolicyView, policy_view
-from paperline.ops.policy import Budget, Decision, GridCell, choose_cell, load_policy
+from paperline.ops.model_versions import (
+    _MODELS_HINT,
+    BUDGET_ALIAS,
+    CHAMPION,
+    GATE_TAG,
+    LOWER_IS_BETTER_TAG,
+    METRIC_TAG_PREFIX,
+    MODEL_LOCK_TIMEOUT_S,
+    PRIMARY_METRIC_TAG,
+    PROJECT_TAG,
+    AliasMove,
+    PolicyRefusal,
+    RegistryError,
+    _alias,
+    _current_user,
+    _is,
+    _pages,
+    _required_reason,
+    budget_cell,
+)
+from paperline.ops.policy import Budget, Decision, GridCell, load_policy
+from paperline.ops.registration import VersionRegistration
 from paperline.ops.store import AliasEvent, AuditStore
 
-CHALLENGER = "challenger"
-CHAMPION = "champion"
-PRIMARY_METRIC_TAG = "paperline.primary_metric"
-LOWER_IS_BETTER_TAG = "paperline.lower_is_better"  # set only on versions whose primary metric is a loss
-METRIC_TAG_PREFIX = "paperline.metric."
-PROJECT_TAG = "paperline.project"
-GATE_TAG = "paperline.gate_passed"  # on the MLflow run (tracking.log_gate); a version may carry it too
-BUDGET_ALIAS = re.compile(r"champion-l(\d+)-d(\d+)")
-# MLflow's own default: registries that copy artifacts (Databricks, Unity Catalog) can take minutes.
-READY_TIMEOUT_S = 300.0
-# An alias move holds its model's lock for a few registry calls; minutes of waiting means a stuck holder.
-MODEL_LOCK_TIMEOUT_S = 300.0
-_MODELS_HINT = "`paperline models ls` lists the registered models and their versions"
+# Imported from here by the CLI, the flows and the tests.
+__all__ = ["ModelRegistry", "PolicyRefusal", "RegistryError"]
 
 
-class RegistryError(PaperlineError):
-    """Something a user can fix: an unknown model or version, an empty reason, nothing to roll back to."""
-
-    exit_code = 2  # the user named something that does not exist (paperline.core.errors.USAGE)
-
-
-class PolicyRefusal(RegistryError):
-    """The promotion policy refuses a manual promotion (failed gate, below the floor); ``force`` overrides it."""
-
-    def __init__(self, message: str, view: PolicyView):
-        super().__init__(message)
-        self.view = view
-
-
-def _current_user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no login name in some containers; the audit row still needs an actor
-        return "unknown"
-
-
-def _is(error: MlflowException, *codes: str) -> bool:
-    return error.error_code in codes
-
-
-def _alias(model: RegisteredModel, alias: str) -> str | None:
-    # MLflow 3 gives alias targets as int; the rest of paperline (and the audit log) uses version strings.
-    version = model.aliases.get(alias)
-    return None if version is None else str(version)
-
-
-def _pages(search: Callable[..., Any], **kwargs: Any) -> Iterator[Any]:
-    token = None
-    while True:
-        page = search(page_token=token, **kwargs)
-        yield from page
-        token = page.token
-        if not token:
-            return
-
-
-@dataclass
-class AliasMove:
-    """One alias to point at ``version`` (None: remove it); ``audit`` overrides the shared audit fields."""
-
-    alias: str
-    version: str | None
-    previous: str | None
-    audit: dict[str, Any] = field(default_factory=dict)
-
-
-def version_metrics(version: ModelVersion) -> dict[str, float]:
-    """The metrics a version was registered with (its ``paperline.metric.*`` tags)."""
-    metrics = {}
-    for key, value in version.tags.items():
-        if key.startswith(METRIC_TAG_PREFIX):
-            try:
-                metrics[key.removeprefix(METRIC_TAG_PREFIX)] = float(value)
-            except ValueError:
-                pass  # someone's hand-written tag, not a number: not part of the grid
-    return metrics
-
-
-def budget_cell(version: ModelVersion, budget: Budget) -> GridCell | None:
-    """The grid cell of ``version`` that ``budget``'s alias serves: the best on its primary metric within it."""
-    metric = version.tags.get(PRIMARY_METRIC_TAG)
-    if not metric:
-        return None
-    return choose_cell(version_metrics(version), metric, budget,
-                       greater_is_better=version.tags.get(LOWER_IS_BETTER_TAG) != "true")
-
-
-def _required_reason(reason: str | None, what: str) -> str:
-    if not reason or not reason.strip():
-        raise RegistryError(f"a reason is required to {what}; say why in a few words (it goes into the audit log)")
-    return reason.strip()
-
-
-class ModelRegistry:
+class ModelRegistry(VersionRegistration):
     """Register, promote and roll back model versions in MLflow, with an audit row for every alias change."""
 
     def __init__(self, client: Any, store: AuditStore, actor: str | None = None,
@@ -284,131 +210,6 @@ class ModelRegistry:
             raise RegistryError(f"{name!r} has no alias {alias!r}; {_MODELS_HINT}")
         target = self.client.get_model_version(name, version)
         return budget_cell(target, Budget(int(match[1]), int(match[2])))
-
-    def _existing_or_new_model(self, name: str) -> RegisteredModel | None:
-        """The registered model ``name``, or None when this call had to create it."""
-        try:
-            return self.client.get_registered_model(name)
-        except MlflowException as error:
-            if not _is(error, "RESOURCE_DOES_NOT_EXIST"):
-                raise
-        try:
-            self.client.create_registered_model(name)
-            return None
-        except MlflowException as error:
-            if _is(error, "RESOURCE_ALREADY_EXISTS"):  # a concurrent register won the race
-                return self.client.get_registered_model(name)
-            raise
-
-    def _source(self, model_uri: str) -> tuple[str, str | None]:
-        """(source, logged model id) for ``model_uri``.
-
-        MLflow 3's ``log_model`` keeps a model's files with a logged model, ``models:/<model_id>``, not in the run's
-        artifacts. MLflow's SQL registry resolves such a URI through the process-wide tracking URI, not this
-        client's (it fails, or reads a stray ./mlflow.db), so it is resolved here with the client we were given.
-        The URI itself stays the source where it resolves to the same store (a server resolves it itself; in a
-        run, tracking.connect set the process-wide URI to this client's): MLflow's UI links a version to its
-        logged model ("Source model") only from a ``models:/<model_id>`` source.
-        """
-        ref = model_uri.removeprefix("models:/").strip("/")
-        if not model_uri.startswith("models:/") or "/" in ref or "@" in ref:
-            return model_uri, None  # runs:/, a storage URI, or a registered model's version: MLflow resolves it
-        try:
-            location = self.client.get_logged_model(ref).artifact_location
-            import mlflow
-
-            same_store = self.client.tracking_uri.startswith(("http://", "https://")) or (
-                mlflow.get_tracking_uri() == self.client.tracking_uri)
-            return (model_uri if same_store else location), ref
-        except MlflowException as error:
-            if _is(error, "RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
-                raise RegistryError(f"no logged model {ref!r} behind {model_uri}; pass the model_uri that "
-                                    "log_model returned") from None
-            raise
-
-    def _await_ready(self, version: ModelVersion) -> None:
-        # Versions are created with await_creation_for=0 and waited for here, so that the version number is
-        # known even when waiting fails and the version can be deleted.
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while version.status == "PENDING_REGISTRATION" and time.monotonic() < deadline:
-            time.sleep(1.0)
-            version = self.client.get_model_version(version.name, str(version.version))
-        if version.status != "READY":
-            raise RegistryError(
-                f"version {version.version} of {version.name!r} is {version.status}, not READY "
-                f"({version.status_message or 'no message'}); check the model's artifacts and register again"
-            )
-
-    def register(
-        self, *, name: str, model_uri: str, run_id: str, tags: dict[str, str], flow_run_id: str | None = None
-    ) -> str:
-        """Create a version of ``name`` from ``model_uri`` with ``tags`` and point ``challenger`` at it.
-
-        Returns the new version number. If any step fails, the new version is deleted, ``challenger`` stays
-        where it was (and a model created by this call is deleted) before the error is raised.
-        """
-        source, model_id = self._source(model_uri)  # before anything is written: it may fail
-        created_model = self._existing_or_new_model(name) is None
-        version: str | None = None
-        try:
-            # Tags go in with the version, not one call each afterwards: MLflow validates them before it writes
-            # anything, and the version never exists without them.
-            created = self.client.create_model_version(
-                name=name, source=source, run_id=run_id, tags={k: str(v) for k, v in tags.items()},
-                await_creation_for=0, model_id=model_id,
-            )
-            version = str(created.version)
-            self._await_ready(created)
-            self._link_logged_model(model_id, name, version)
-            with self.model_lock(name):  # re-read under the lock: a concurrent register may have moved it
-                previous = self._alias_target(name, CHALLENGER)
-                self._move_alias(
-                    name, CHALLENGER, version, previous=previous, actor=self.actor, action="register",
-                    reason=f"registered {model_uri}", details={"source": model_uri, "tags": tags},
-                    mlflow_run_id=run_id, flow_run_id=flow_run_id,
-                )
-        except BaseException as error:
-            if version is not None:
-                self._link_logged_model(model_id, name, version, link=False, error=error)
-            self._undo_register(name, version, created_model, error)
-            raise
-        return version
-
-    def _link_logged_model(self, model_id: str | None, name: str, version: str, link: bool = True,
-                           error: BaseException | None = None) -> None:
-        """Add (or take back) ``name`` v``version`` in the logged model's ``mlflow.modelVersions`` tag: what MLflow's
-        UI reads to show a logged model as registered, and what its server writes itself but a client on a database
-        does not. Without it the logged model's page says "Not registered" and offers to register it again."""
-        if model_id is None:
-            return
-        from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
-
-        try:
-            logged = self.client.get_logged_model(model_id)
-            links = json.loads(logged.tags.get(MLFLOW_MODEL_VERSIONS) or "[]")
-            others = [v for v in links if (v.get("name"), str(v.get("version"))) != (name, version)]
-            entry = [{"name": name, "version": int(version)}] if link else []
-            if others + entry != links:
-                self.client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(others + entry)})
-        except Exception as link_error:
-            if error is None:
-                raise
-            error.add_note(f"taking v{version} of {name!r} off logged model {model_id} failed too ({link_error})")
-
-    def _undo_register(self, name: str, version: str | None, created_model: bool, error: BaseException) -> None:
-        # ``challenger`` needs no step here: it is set last, and _move_alias puts it back if its audit row fails.
-        try:
-            if version is not None:
-                self.client.delete_model_version(name, version)
-            # Only if still empty: a concurrent register may have added a version of its own meanwhile.
-            # ({name!r}: MLflow filters take either quote, and repr picks the one the name does not contain.)
-            if created_model and not list(self.client.search_model_versions(f"name = {name!r}", max_results=1)):
-                self.client.delete_registered_model(name)
-        except Exception as cleanup_error:
-            error.add_note(
-                f"cleaning up the failed registration failed too ({cleanup_error}): delete version {version} of "
-                f"{name!r} by hand"
-            )
 
     def apply_decision(
         self, *, name: str, version: str | int, decision: Decision, gate_passed: bool | None,

@@ -1,0 +1,113 @@
+"""Model versions as paperline names them: aliases, tags, the registry's errors, and small readers of both.
+
+Shared by `paperline.ops.registry` (alias moves) and `paperline.ops.registration` (new versions).
+"""
+
+from __future__ import annotations
+
+import getpass
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlflow.entities.model_registry import ModelVersion, RegisteredModel
+from mlflow.exceptions import MlflowException
+
+from paperline.core.errors import PaperlineError
+from paperline.ops.manual_policy import PolicyView
+from paperline.ops.policy import Budget, GridCell, choose_cell
+
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+PRIMARY_METRIC_TAG = "paperline.primary_metric"
+LOWER_IS_BETTER_TAG = "paperline.lower_is_better"  # set only on versions whose primary metric is a loss
+METRIC_TAG_PREFIX = "paperline.metric."
+PROJECT_TAG = "paperline.project"
+GATE_TAG = "paperline.gate_passed"  # on the MLflow run (tracking.log_gate); a version may carry it too
+BUDGET_ALIAS = re.compile(r"champion-l(\d+)-d(\d+)")
+# MLflow's own default: registries that copy artifacts (Databricks, Unity Catalog) can take minutes.
+READY_TIMEOUT_S = 300.0
+# An alias move holds its model's lock for a few registry calls; minutes of waiting means a stuck holder.
+MODEL_LOCK_TIMEOUT_S = 300.0
+_MODELS_HINT = "`paperline models ls` lists the registered models and their versions"
+
+
+class RegistryError(PaperlineError):
+    """Something a user can fix: an unknown model or version, an empty reason, nothing to roll back to."""
+
+    exit_code = 2  # the user named something that does not exist (paperline.core.errors.USAGE)
+
+
+class PolicyRefusal(RegistryError):
+    """The promotion policy refuses a manual promotion (failed gate, below the floor); ``force`` overrides it."""
+
+    def __init__(self, message: str, view: PolicyView):
+        super().__init__(message)
+        self.view = view
+
+
+def _current_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in some containers; the audit row still needs an actor
+        return "unknown"
+
+
+def _is(error: MlflowException, *codes: str) -> bool:
+    return error.error_code in codes
+
+
+def _alias(model: RegisteredModel, alias: str) -> str | None:
+    # MLflow 3 gives alias targets as int; the rest of paperline (and the audit log) uses version strings.
+    version = model.aliases.get(alias)
+    return None if version is None else str(version)
+
+
+def _pages(search: Callable[..., Any], **kwargs: Any) -> Iterator[Any]:
+    token = None
+    while True:
+        page = search(page_token=token, **kwargs)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+@dataclass
+class AliasMove:
+    """One alias to point at ``version`` (None: remove it); ``audit`` overrides the shared audit fields."""
+
+    alias: str
+    version: str | None
+    previous: str | None
+    audit: dict[str, Any] = field(default_factory=dict)
+
+
+def version_metrics(version: ModelVersion) -> dict[str, float]:
+    """The metrics a version was registered with (its ``paperline.metric.*`` tags)."""
+    metrics = {}
+    for key, value in version.tags.items():
+        if key.startswith(METRIC_TAG_PREFIX):
+            try:
+                metrics[key.removeprefix(METRIC_TAG_PREFIX)] = float(value)
+            except ValueError:
+                pass  # someone's hand-written tag, not a number: not part of the grid
+    return metrics
+
+
+def budget_cell(version: ModelVersion, budget: Budget) -> GridCell | None:
+    """The grid cell of ``version`` that ``budget``'s alias serves: the best on its primary metric within it."""
+    metric = version.tags.get(PRIMARY_METRIC_TAG)
+    if not metric:
+        return None
+    return choose_cell(version_metrics(version), metric, budget,
+                       greater_is_better=version.tags.get(LOWER_IS_BETTER_TAG) != "true")
+
+
+def _required_reason(reason: str | None, what: str) -> str:
+    if not reason or not reason.strip():
+        raise RegistryError(f"a reason is required to {what}; say why in a few words (it goes into the audit log)")
+    return reason.strip()
+
+
