@@ -280,6 +280,32 @@ def cmd_models_history(args) -> int:
     return 0
 
 
+def cmd_leaderboard(args) -> int:
+    """Every champion on one task (paperline.ops.leaderboard), printed, logged to MLflow, and a Prefect table
+    artifact when a Prefect server answers (a named one that does not is one line before any work)."""
+    from paperline.ops.leaderboard import EXPERIMENT, build_leaderboard, log_leaderboard
+    from paperline.ops.prefect_server import check_api, running_server
+    from paperline.ops.tracking import connect
+
+    settings = _settings()
+    if settings.prefect_api_url:
+        check_api(settings.prefect_api_url)
+    board = build_leaderboard(connect(settings), args.task)
+    print(f"{args.task}: {board.spec.label}, champions best first")
+    _table(board.header(), board.text_rows())
+    for skipped in board.skipped:
+        print(f"  note: {skipped}")
+    print(f"  MLflow run: {log_leaderboard(board)} (experiment {EXPERIMENT})")
+    # The workspace's local server is used when it runs, never started for this: a table is not worth 15 s.
+    api_url = settings.prefect_api_url or (running_server(settings.prefect_home) or {}).get("api_url")
+    if api_url:
+        os.environ["PREFECT_API_URL"] = api_url
+        print(f"  Prefect artifact: {_flow('leaderboard_artifact')(args.task, board.records(), board.spec.label)}")
+    else:
+        print("  Prefect artifact: skipped, no Prefect server is running (`paperline run` starts the local one)")
+    return 0
+
+
 def cmd_doctor(args) -> int:
     """Close runs that died without closing themselves (MLflow run, half-registered version, aliases, lineage)."""
     from paperline.ops.reconcile import close_abandoned_runs
@@ -409,6 +435,12 @@ def _table(header: list[str], rows: list[tuple]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
 
 
+def _task_names() -> list[str]:
+    from paperline.ops.leaderboard import TASKS
+
+    return list(TASKS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="paperline", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"paperline {_version()}")
@@ -466,6 +498,11 @@ def build_parser() -> argparse.ArgumentParser:
     history = models.add_parser("history", help="every alias change of a model: who, when, why")
     history.add_argument("name")
     history.set_defaults(func=cmd_models_history)
+    leaderboard = sub.add_parser("leaderboard", help="every project's champion on one task: metric, key "
+                                 "params, data version, encode cost; logged to MLflow (and Prefect)")
+    leaderboard.add_argument("--task", default="stsb", choices=_task_names(),
+                             help="which task's metric ranks the champions (default: stsb)")
+    leaderboard.set_defaults(func=cmd_leaderboard)
     sub.add_parser("doctor", help="find runs that died (a kill, a crash) and close them: MLflow run, "
                    "half-registered version, aliases, lineage").set_defaults(func=cmd_doctor)
 
