@@ -46,3 +46,13 @@ def test_version():
 
     shown = subprocess.run([str(BIN / "paperline"), "--version"], capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0 and shown.stdout.strip() == f"paperline {version('paperline')}"
+
+
+def test_the_dashboard_of_the_local_server_talks_to_that_server(prefect_api):
+    """The tests' server runs on port 4290, not Prefect's default 4200: its dashboard must query 4290."""
+    import json
+    import urllib.request
+
+    url, _ = prefect_api
+    with urllib.request.urlopen(url.removesuffix("/api") + "/ui-settings", timeout=10) as response:
+        assert json.loads(response.read())["api_url"] == url

@@ -87,6 +87,7 @@ def test_a_forced_promotion_and_a_rollback_from_flows_are_audited_with_the_flow_
     assert ran.returncode == 0 and run["state"] == "COMPLETED", ran.stdout[-3000:] + ran.stderr[-3000:]
     row = _history(workspace)[-1]
     assert (row.action, row.previous_version, row.new_version) == ("promote", first, second)
+    assert run["name"] == f"promote-{MODEL}-v{second}"  # readable in the dashboard's list of runs
     assert row.actor == f"prefect:{run['name']} ({run['id']})"
     assert row.reason == "incident 7 | forced: floor: failed (stsb_test_spearman 50 < 80)"
     assert row.gate_passed is True and row.details["policy"]["forced"] is True
@@ -98,6 +99,7 @@ def test_a_forced_promotion_and_a_rollback_from_flows_are_audited_with_the_flow_
     assert ran.returncode == 0 and run["state"] == "COMPLETED", ran.stdout[-3000:] + ran.stderr[-3000:]
     row = _history(workspace)[-1]
     assert (row.action, row.previous_version, row.new_version) == ("rollback", second, first)
+    assert run["name"] == f"rollback-{MODEL}"
     assert row.actor == f"prefect:{run['name']} ({run['id']})"
     assert f"| champion | v{second} | v{first} |" in run["artifacts"][KEY]
 

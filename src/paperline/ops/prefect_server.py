@@ -78,7 +78,10 @@ def ensure_local_server(prefect_home: Path, timeout: float = 120.0, announce=pri
     api_url = f"http://127.0.0.1:{port}/api"
     log_path = prefect_home / "server.log"
     announce(f"starting the local Prefect server on http://127.0.0.1:{port} (once; later runs reuse it)")
-    env = {**os.environ, "PREFECT_HOME": str(prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = {**os.environ, "PREFECT_HOME": str(prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           # The dashboard asks the server where its API is; `--port` alone leaves that at the default port
+           # (4200), so on any other port the dashboard showed another server's runs, or none.
+           "PREFECT_UI_API_URL": api_url, "PREFECT_SERVER_API_PORT": str(port)}
     env.pop("PREFECT_API_URL", None)
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
