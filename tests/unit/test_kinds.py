@@ -1,5 +1,5 @@
 """Data kinds as plug-ins (paperline.data.kinds): the folder scan, the one-line unknown-kind error, and the
-`definitions` and `texts` kinds through the real reader and the real GX gate, on fixture files."""
+`definitions`, `texts` and `dialogues` kinds through the real reader and the real GX gate, on fixture files."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def failure_keys(result) -> list[tuple[str, str, str | None]]:
 
 def test_registry_finds_every_kind_file_by_scanning():
     files = sorted(p.stem for p in KINDS_DIR.glob("*.py") if not p.name.startswith("_"))
-    assert files == ["definitions", "nli_pairs", "scored_pairs", "texts"]
+    assert files == ["definitions", "dialogues", "nli_pairs", "scored_pairs", "texts"]
     assert kind_names() == files
     for name in files:
         assert get_kind(name).name == name
@@ -55,7 +55,7 @@ def test_unknown_kind_is_one_line_naming_the_known_kinds(monkeypatch):
     with pytest.raises(UnknownKindError) as error:
         get_kind("foo")
     assert isinstance(error.value, PaperlineError)
-    assert str(error.value) == ("unknown data kind 'foo'; known kinds: definitions, nli_pairs, scored_pairs, texts "
+    assert str(error.value) == ("unknown data kind 'foo'; known kinds: definitions, dialogues, nli_pairs, scored_pairs, texts "
                                 "(one file each in src/paperline/data/kinds/)")
 
 
@@ -101,7 +101,7 @@ def kinds_copy(tmp_path, monkeypatch):
 
 def test_a_kind_dropped_into_the_folder_is_found_with_no_other_file_edited(kinds_copy, tmp_path):
     (kinds_copy / "triplets.py").write_text(TRIPLETS)
-    assert kind_names() == ["definitions", "nli_pairs", "scored_pairs", "texts", "triplets"]
+    assert kind_names() == ["definitions", "dialogues", "nli_pairs", "scored_pairs", "texts", "triplets"]
     # The reader and the gate take it by name: nothing central lists kinds.
     path = tmp_path / "train.tsv"
     path.write_text("anchor\tpositive\tnegative\na dog runs\ta dog is running\ta cat sleeps\n"
@@ -122,7 +122,7 @@ def test_a_kind_file_without_kind_is_one_clear_error(kinds_copy):
         kind_names()
     (kinds_copy / "helpers.py").rename(kinds_copy / "_helpers.py")
     kinds.clear_cache()
-    assert "_helpers" not in kind_names() and len(kind_names()) == 4
+    assert "_helpers" not in kind_names() and len(kind_names()) == 5
 
 
 def test_a_kind_named_unlike_its_file_is_refused(kinds_copy):
@@ -260,3 +260,80 @@ def test_a_held_out_text_also_in_train_fails():
     result = gate_splits("sentences", "texts", fixture_splits("texts", dev="dev_text_in_train"))
     assert failure_keys(result) == [("train+dev", "expect_column_values_to_be_in_set", "text_in_train")]
     assert result.failures[0].sample_rows == [{"text": "A man is smoking."}]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# dialogues
+
+SHARED_DIALOGUES = REPO.parent / "shared" / "datasets" / "dialogues"
+
+
+def test_dialogues_fixtures_pass_the_gate_and_read_as_typed_turns():
+    from paperline.data.kinds.dialogues import Turn
+
+    result = gate_splits("dialogues", "dialogues", fixture_splits("dialogues"))
+    assert result.passed, "\n".join(result.summary_lines())
+    assert result.split_rows == {"train": 7, "dev": 3, "test": 4}
+    # Per split: row count, 4 columns exist, 4 per text column (2), turn not null, turn order, speaker set,
+    # duplicates; plus 2 leakage checks.
+    assert result.evaluated == 3 * 17 + 2
+    rows = read_split(DatasetRef("dialogues", "dialogues", FIXTURES / "dialogues", "-"), "test")
+    assert rows[2] == Turn("c-test-1", 2, "A", "Which one?")
+    assert [r.turn for r in rows] == [0, 1, 2, 3] and all(isinstance(r.turn, int) for r in rows)
+
+
+BROKEN_DIALOGUES = [
+    ("dev_turns_shuffled", [("dev", "expect_column_values_to_be_in_set", "turn_in_order")],
+     "turn is not its position in its conversation (0, 1, ...) in 2 of 3 rows"),
+    ("dev_unknown_speaker", [("dev", "expect_column_values_to_be_in_set", "speaker")], "speaker not in {A, B} in 1 of 3"),
+    ("test_conversation_in_train", [("train+test", "expect_column_values_to_be_in_set", "conversation_in_train")],
+     "conversation shared with train in 1 of 5 rows (20.00%)"),
+    ("train_blank_text", [("train", "expect_column_values_to_match_regex", "text")],
+     "text is empty or whitespace-only in 1 of 7 rows"),
+    ("test_turn_not_a_number", [("test", "expect_column_values_to_not_be_null", "turn"),
+                                ("test", "expect_column_values_to_be_in_set", "turn_in_order")],
+     "turn is not a number in 1 of 4 rows"),
+]
+
+
+@pytest.mark.parametrize("variant, expected, detail", BROKEN_DIALOGUES, ids=[v[0] for v in BROKEN_DIALOGUES])
+def test_broken_dialogues_fail_naming_the_split_and_column(variant, expected, detail):
+    split = variant.split("_")[0]
+    result = gate_splits("dialogues", "dialogues", fixture_splits("dialogues", **{split: variant}))
+    assert sorted(failure_keys(result)) == sorted(expected)
+    assert any(f.detail.startswith(detail) for f in result.failures), [f.detail for f in result.failures]
+
+
+def test_a_conversation_id_in_two_splits_fails_even_once_in_a_large_split():
+    # One leaked turn in 301 (0.3%) would pass a pair kind's 1% limit; a split by conversation admits none.
+    import pandas as pd
+
+    splits = fixture_splits("dialogues")
+    filler = pd.DataFrame({"conversation": [f"c-{i // 3}" for i in range(300)], "turn": [i % 3 for i in range(300)],
+                           "speaker": ["A" if i % 3 != 1 else "B" for i in range(300)],
+                           "text": [f"message {i}" for i in range(300)]})
+    leaked = splits["train"].iloc[[0]]
+    splits["test"] = get_kind("dialogues").prepare(pd.concat([filler, leaked], ignore_index=True))
+    result = gate_splits("dialogues", "dialogues", splits)
+    assert failure_keys(result) == [("train+test", "expect_column_values_to_be_in_set", "conversation_in_train")]
+    assert result.failures[0].sample_rows[0]["conversation"] == "c-train-1"
+
+
+def test_a_repeated_turn_is_a_duplicate_the_kind_does_not_allow():
+    import pandas as pd
+
+    splits = fixture_splits("dialogues")
+    doubled = pd.concat([splits["train"], splits["train"].iloc[[6]].assign(text="another text")], ignore_index=True)
+    splits["train"] = get_kind("dialogues").prepare(doubled.drop(columns="turn_in_order"))
+    result = gate_splits("dialogues", "dialogues", splits)
+    assert ("train", "expect_column_proportion_of_unique_values_to_be_between", "turn_key") in failure_keys(result)
+
+
+def test_real_chitchat_dialogues_pass_with_the_kinds_default_limits():
+    assert SHARED_DIALOGUES.is_dir(), f"real data not found at {SHARED_DIALOGUES}"
+    splits = {split: read_frame(SHARED_DIALOGUES / f"{split}.tsv", "dialogues") for split in SPLITS}
+    result = gate_splits("dialogues", "dialogues", splits)
+    assert result.passed, "\n".join(result.summary_lines())
+    assert result.split_rows == {"train": 122745, "dev": 6614, "test": 6215}
+    # 9 train turns are longer than the default 5,000 characters (the kind's limit is 50,000)
+    assert (splits["train"].text.str.len() > 5_000).sum() == 9
