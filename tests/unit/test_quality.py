@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from paperline.data.kinds import UnknownKindError
+from paperline.data.kinds import UnknownKindError, kind_names
 from paperline.data.quality import GateLimits, gate_splits
 from paperline.data.quality_report import GateResult
 
@@ -296,8 +296,9 @@ def test_other_train_split_name_is_used_for_leakage():
 def test_unknown_kind_is_one_error_naming_the_known_kinds(stsb_splits):
     with pytest.raises(UnknownKindError) as error:
         gate_splits("stsb", "triplets", stsb_splits)
-    assert str(error.value).startswith(
-        "unknown data kind 'triplets'; known kinds: definitions, nli_pairs, scored_pairs, texts (one file each in "
+    known = ", ".join(kind_names())  # every file in src/paperline/data/kinds/, whatever has been added since
+    assert "scored_pairs" in known and str(error.value).startswith(
+        f"unknown data kind 'triplets'; known kinds: {known} (one file each in "
     )
 
 
