@@ -32,6 +32,8 @@ test: setup
 bench: setup
 	$(PY) bench/training_throughput.py
 	$(PY) bench/run_overhead.py
+	HF_HUB_OFFLINE=1 $(PY) bench/cpu_encode.py
+	HF_HUB_OFFLINE=1 $(PY) bench/serving.py
 
 # Forget every run, model and cached result of this checkout (the data and the venv stay).
 clean-workspace:

@@ -11,6 +11,8 @@ embedding the candidates is printed too, and how many of the teacher's top 10 th
 The models are the registered ones: `cross_encoder_sts@champion` and `distilled_sentence_embedding@champion`
 from the workspace's MLflow (run both projects first). `--untrained` builds the same architectures from
 all-MiniLM-L6-v2 instead (a new head each): the timings are the same, the top-10 overlap is meaningless.
+The student's encoder runs on ONNX Runtime by default (`--backend onnx`, paperline.ml.fast_encode; the line
+above the table gives its min cosine to the PyTorch student); `--backend torch` is the PyTorch student.
 
 Run (repo root):
     .venv/bin/python bench/dse_ranking_speed.py                  # registered champions, torch's default threads
@@ -55,18 +57,34 @@ def _registered(teacher_uri: str, student_uri: str, folder: Path):
         sys.exit(f"dse_ranking_speed: cannot load the registered models ({str(error).splitlines()[0]}); run "
                  "`paperline run distilled_sentence_embedding` first, or pass --untrained")
     student_folder = Path(student_dir) / "artifacts" / "student"
-    return cross_encoder.load_logged(Path(teacher_dir)), *dse.load_student(student_folder)
+    return cross_encoder.load_logged(Path(teacher_dir)), *dse.load_student(student_folder), student_folder / dse.ENCODER
 
 
 def _untrained():
     from paperline.ml import cross_encoder
-    from paperline.ml.models import load_sentence_transformer
+    from paperline.ml.models import load_sentence_transformer, resolve_model_path
 
     import dse
 
     encoder = load_sentence_transformer("sentence-transformers/all-MiniLM-L6-v2")
     head = dse.PairHead(encoder.get_embedding_dimension(), 512).eval()
-    return cross_encoder.load_cross_encoder("sentence-transformers/all-MiniLM-L6-v2"), encoder, head
+    return (cross_encoder.load_cross_encoder("sentence-transformers/all-MiniLM-L6-v2"), encoder, head,
+            resolve_model_path("sentence-transformers/all-MiniLM-L6-v2"))
+
+
+class OnnxStudent:
+    """The student's sentence encoder on ONNX Runtime (paperline.ml.fast_encode), with the `encode` that
+    dse.embed calls; the pair head stays in PyTorch."""
+
+    def __init__(self, folder: Path, variant: str):
+        from paperline.ml.fast_encode import load_encoder
+
+        self.onnx = load_encoder(folder, variant)
+
+    def encode(self, sentences, batch_size=64, convert_to_tensor=True, show_progress_bar=False):
+        import torch
+
+        return torch.from_numpy(self.onnx.encode(sentences, batch_size=batch_size))
 
 
 def main() -> None:
@@ -84,6 +102,8 @@ def main() -> None:
     p.add_argument("--teacher", default="models:/cross_encoder_sts@champion")
     p.add_argument("--student", default="models:/distilled_sentence_embedding@champion")
     p.add_argument("--untrained", action="store_true", help="same architectures from MiniLM, no registry needed")
+    p.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], default="onnx",
+                   help="the student's encoder: PyTorch, or ONNX Runtime fp32 / int8 (paperline.ml.fast_encode)")
     args = p.parse_args()
 
     sentences = _sentences(Path(args.data))
@@ -92,7 +112,14 @@ def main() -> None:
                  "run `paperline data pull` or ask for fewer --candidates")
     query, candidates = sentences[0], sentences[1 : args.candidates + 1]
     with tempfile.TemporaryDirectory() as tmp:
-        teacher, encoder, head = _untrained() if args.untrained else _registered(args.teacher, args.student, Path(tmp))
+        teacher, encoder, head, encoder_dir = (_untrained() if args.untrained else
+                                               _registered(args.teacher, args.student, Path(tmp)))
+        agreement = ""
+        if args.backend != "torch":  # checked against the PyTorch student on the first 64 candidates
+            fast = OnnxStudent(Path(encoder_dir), "int8" if args.backend == "onnx-int8" else "optimized")
+            cosine = torch.nn.functional.cosine_similarity(dse.embed(fast, candidates[:64]),
+                                                           dse.embed(encoder, candidates[:64]).cpu()).min()
+            encoder, agreement = fast, f", min cosine to the PyTorch student {float(cosine):.4f}"
 
     began = time.perf_counter()
     cached = dse.embed(encoder, candidates, args.batch_size)  # offline, once: the student's index
@@ -110,7 +137,7 @@ def main() -> None:
     top_student = set(student_scores.topk(10).indices.tolist())
     teacher_s, student_s = min(teacher_times), min(student_times)
     print(f"1 query x {len(candidates)} candidates, {args.rounds} rounds, torch threads {torch.get_num_threads()}"
-          f"{', untrained models' if args.untrained else ''}")
+          f"{', untrained models' if args.untrained else ''}; student encoder on {args.backend}{agreement}")
     print(f"{'side':<40} {'fastest s':>10} {'median s':>10}")
     print(f"{'teacher (cross-encoder, every pair)':<40} {teacher_s:>10.3f} {statistics.median(teacher_times):>10.3f}")
     print(f"{'student (1 encode + pair head)':<40} {student_s:>10.4f} {statistics.median(student_times):>10.4f}")

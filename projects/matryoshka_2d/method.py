@@ -32,6 +32,7 @@ from typing import Literal
 from pydantic import Field
 
 from paperline.core.config import ProjectConfig, StrictModel
+from paperline.ml.evaluation import Backend, sts_backend
 from paperline.project.discovery import project_module
 from paperline.project.interface import Evaluation, ProjectData, RunContext, TrainedModel
 from paperline.project.sections import FitSection, scored_pairs_dataset
@@ -61,6 +62,10 @@ class Evaluate(StrictModel):
     dims: list[int] = Field(default_factory=lambda: [32, 64, 128, 256, 384], min_length=1)
     max_rows: int | None = Field(None, ge=2)
     batch_size: int = Field(64, ge=1)
+    # onnx / onnx-int8: encode the grid with ONNX Runtime (paperline.ml.fast_encode) when the full model's
+    # Spearman on `check_split` stays within 0.1 of PyTorch's; the run's tags say which backend was used
+    backend: Backend = "torch"
+    check_split: str = "dev"
 
 
 class Config(ProjectConfig):
@@ -144,19 +149,31 @@ def evaluate(model: TrainedModel, cfg: Config, data: ProjectData, ctx: RunContex
     e = cfg.evaluate
     pairs = data.read(e.dataset, e.split, e.max_rows)
     prefix = f"{e.dataset}_{e.split}_spearman"
+    check = data.read(e.dataset, e.check_split, e.max_rows) if e.backend != "torch" else []
+    tags = {}
+
+    def fast(st, path, name):  # the checked ONNX encoder of one model, or None for PyTorch
+        chosen, tags[f"{name}_encode_check"] = sts_backend(st, path, check, e.backend, all_layers=True)
+        tags[f"{name}_encode_backend"] = e.backend if chosen is not None else "torch"
+        return chosen
+
     encoder = SentenceTransformer(str(model.path))
-    grid = grid_spearman(encoder, pairs, layers=e.layers, dims=e.dims, batch_size=e.batch_size)
+    onnx = fast(encoder, model.path, "model")
+    grid = grid_spearman(encoder, pairs, layers=e.layers, dims=e.dims, batch_size=e.batch_size, encoder=onnx)
     n, full = max(c[0] for c in grid), encoder.get_embedding_dimension()
     metrics = grid_metrics(grid, prefix)
     # the primary metric is the untruncated model, whatever dims the grid lists
-    metrics[prefix] = grid[(n, full)] if (n, full) in grid else _full_cell(encoder, pairs, e.batch_size, n, full)
+    metrics[prefix] = grid[(n, full)] if (n, full) in grid else _full_cell(encoder, pairs, e.batch_size, n, full,
+                                                                           onnx=onnx)
     grids = {cfg.train.objective: grid}
     baseline_grid = None
     if "baseline" in model.outputs:
         base = SentenceTransformer(str(model.output("baseline")))
-        baseline_grid = grid_spearman(base, pairs, layers=e.layers, dims=e.dims, batch_size=e.batch_size)
+        base_onnx = fast(base, model.output("baseline"), "baseline")
+        baseline_grid = grid_spearman(base, pairs, layers=e.layers, dims=e.dims, batch_size=e.batch_size,
+                                      encoder=base_onnx)
         metrics.update(grid_metrics(baseline_grid, f"baseline_{prefix}"))
-        metrics[f"baseline_{prefix}"] = _full_cell(base, pairs, e.batch_size, n, full, baseline_grid)
+        metrics[f"baseline_{prefix}"] = _full_cell(base, pairs, e.batch_size, n, full, baseline_grid, base_onnx)
         grids["baseline"] = baseline_grid
     out = ctx.workdir / "evaluation"
     heatmap = plot_grids(
@@ -164,15 +181,15 @@ def evaluate(model: TrainedModel, cfg: Config, data: ProjectData, ctx: RunContex
         title=f"STS-B {e.split} Spearman x100 by layers x dims", names=(cfg.train.objective, "baseline"),
     )
     return Evaluation(metrics=metrics, artifacts={"layer_dim_grid.png": heatmap},
-                      tables={"layer_dim_grid": grid_table(grids)})
+                      tables={"layer_dim_grid": grid_table(grids)}, tags=tags)
 
 
-def _full_cell(encoder, pairs, batch_size, n, full, grid=None) -> float:
+def _full_cell(encoder, pairs, batch_size, n, full, grid=None, onnx=None) -> float:
     from paperline.ml.layer_grid import grid_spearman
 
     if grid is not None and (n, full) in grid:
         return grid[(n, full)]
-    return grid_spearman(encoder, pairs, layers=[n], dims=[full], batch_size=batch_size)[(n, full)]
+    return grid_spearman(encoder, pairs, layers=[n], dims=[full], batch_size=batch_size, encoder=onnx)[(n, full)]
 
 
 if __name__ == "__main__":  # outside the flow: train + evaluate, print the grids (paperline.project.local_run)

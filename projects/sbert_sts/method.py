@@ -34,8 +34,8 @@ from pydantic import Field
 
 from paperline.core.config import ProjectConfig, StrictModel
 from paperline.data.kinds.nli_pairs import NliPair
-from paperline.ml.evaluation import sts_metrics, sts_results
-from paperline.ml.models import load_sentence_transformer
+from paperline.ml.evaluation import Backend, sts_backend_results
+from paperline.ml.models import load_sentence_transformer, resolve_model_path
 from paperline.ml.training import fit, save_on_main
 from paperline.project.interface import Evaluation, ProjectData, RunContext, TrainedModel
 from paperline.project.sections import EvaluateSection, FitSection, scored_pairs_dataset
@@ -56,9 +56,15 @@ class Train(StrictModel):
     stages: list[Stage] = Field(min_length=1)
 
 
+class Evaluate(EvaluateSection):
+    # onnx / onnx-int8: score with ONNX Runtime (paperline.ml.fast_encode) when its dev Spearman stays within
+    # 0.1 of PyTorch's (checked once per model); the run's tags `stsb_encode_*` say which backend scored
+    backend: Backend = "torch"
+
+
 class Config(ProjectConfig):
     train: Train
-    evaluate: EvaluateSection = EvaluateSection()
+    evaluate: Evaluate = Evaluate()
 
 
 def training_rows(stage: Stage, data: ProjectData, seed: int):
@@ -128,7 +134,13 @@ def evaluate(model: TrainedModel, cfg: Config, data: ProjectData, ctx: RunContex
 
     e = cfg.evaluate
     splits = e.rows(data)
-    metrics, predictions = sts_results(SentenceTransformer(str(model.path)), splits, prefix=e.dataset)
-    if e.baseline:
-        metrics.update(sts_metrics(load_sentence_transformer(cfg.base_model), splits, prefix=f"baseline_{e.dataset}"))
-    return Evaluation(metrics=metrics, predictions=predictions)
+    # with backend onnx: ONNX Runtime where it keeps dev Spearman within 0.1 of PyTorch; the tags say who scored
+    metrics, predictions, tags = sts_backend_results(SentenceTransformer(str(model.path)), model.path, splits,
+                                                     e.dataset, e.backend)
+    if e.baseline:  # the same base model in every run: its export and check are cached after the first
+        base_metrics, _, base_tags = sts_backend_results(load_sentence_transformer(cfg.base_model),
+                                                         resolve_model_path(cfg.base_model), splits,
+                                                         f"baseline_{e.dataset}", e.backend)
+        metrics.update(base_metrics)
+        tags.update(base_tags)
+    return Evaluation(metrics=metrics, predictions=predictions, tags=tags)

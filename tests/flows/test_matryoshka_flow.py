@@ -55,4 +55,4 @@ def test_smoke_run_logs_the_grid_and_sets_one_alias_per_budget(elastic_workspace
     assert sts_spearman(model, test) == pytest.approx(metrics[f"stsb_test_spearman_l{layers}_d{dims}"], abs=1e-3)
 
     missing = ws.paperline("export", f"{MODEL}@champion", str(tmp_path / "x"))
-    assert missing.returncode == 1 and "pass --layers K and --dim D" in missing.stderr
+    assert missing.returncode == 2 and "pass --layers K and --dim D" in missing.stderr  # what was typed is incomplete

@@ -75,3 +75,29 @@ def test_nli_then_sts_trains_both_stages_on_the_real_data(tmp_path, pulled_data)
     assert (tmp_path / "work" / "stage0-nli" / "model" / "config.json").is_file()
     metrics = method.evaluate(model, cfg, data, RunContext(tmp_path / "work", progress=False)).metrics
     assert set(metrics) == {"stsb_dev_spearman", "stsb_test_spearman"}
+
+
+def test_evaluate_on_onnx_scores_with_it_and_says_so(method, tmp_path, monkeypatch):
+    """`evaluate.backend=onnx`: the dev check passes on MiniLM (fp32 ONNX is exact to ~1e-5), the numbers are the
+    PyTorch ones within 0.1, and the tags say ONNX produced them."""
+    from paperline.ml.models import resolve_model_path
+    from paperline.project.interface import RunContext, TrainedModel
+
+    monkeypatch.setenv("PAPERLINE_ONNX_CACHE", str(tmp_path / "onnx"))
+    rows = [ScoredPair("A plane is taking off.", "An air plane is taking off.", 5.0),
+            ScoredPair("A man is playing a flute.", "A man is playing a large flute.", 3.8),
+            ScoredPair("Three men are playing chess.", "Two men are playing chess.", 2.6),
+            ScoredPair("A man is smoking.", "A man is skating.", 0.5),
+            ScoredPair("A woman is slicing an onion.", "A dog runs on the beach.", 0.0)]
+    data = FakeData({("stsb", "dev"): rows, ("stsb", "test"): rows[::-1]})
+    project = discover(REPO / "projects")["sbert_sts"]
+    model = TrainedModel(path=Path(resolve_model_path("sentence-transformers/all-MiniLM-L6-v2")))
+    ctx = RunContext(tmp_path / "work", progress=False)
+    torch_run = method.evaluate(model, project.load_config("smoke"), data, ctx)
+    onnx_run = method.evaluate(model, project.load_config("smoke", ["evaluate.backend=onnx"]), data, ctx)
+    assert onnx_run.tags["stsb_encode_backend"] == "onnx" and torch_run.tags["stsb_encode_backend"] == "torch"
+    assert onnx_run.tags["baseline_stsb_encode_backend"] == "onnx"  # the base model: the same export, reused
+    assert len(list((tmp_path / "onnx").iterdir())) == 1
+    assert "tolerance 0.1" in onnx_run.tags["stsb_encode_check"]
+    assert onnx_run.metrics == pytest.approx(torch_run.metrics, abs=0.1)
+    assert set(onnx_run.predictions) == {"stsb_dev", "stsb_test"}

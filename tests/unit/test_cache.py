@@ -41,7 +41,7 @@ def library(monkeypatch, tmp_path):
 def test_whole_result_layers_are_in_the_key_and_plumbing_is_not(project, library):
     cfg = project.load_config("smoke")
     key = cache.cache_key(project, cfg, MD5)
-    (library / "cli.py").write_text((library / "cli.py").read_text() + "\n# a new command\n")
+    (library / "cli" / "runs.py").write_text((library / "cli" / "runs.py").read_text() + "\n# a new command\n")
     (library / "ops" / "registry.py").write_text((library / "ops" / "registry.py").read_text() + "\n# plumbing\n")
     assert cache.cache_key(project, cfg, MD5) == key
     (library / "ml" / "training.py").write_text((library / "ml" / "training.py").read_text() + "\n# a change\n")

@@ -95,12 +95,15 @@ def grid_spearman(
     layers: Sequence[int] | None = None,
     dims: Sequence[int] = DEFAULT_DIMS,
     batch_size: int = 64,
+    encoder=None,
 ) -> dict[tuple[int, int], float]:
     """Spearman x100 of cosine similarity vs gold score for each (layers, dims) cell; one encode in all.
 
     Same statistic as `paperline.ml.evaluation.sts_spearman` (scipy's Spearman of cosine scores), so the
-    full-model cell equals the project's primary metric.
+    full-model cell equals the project's primary metric. `encoder`: an all-layers `OnnxEncoder` of the same
+    model (`paperline.ml.evaluation.sts_backend(..., all_layers=True)`) that encodes instead of PyTorch.
     """
+    import torch
     from scipy.stats import spearmanr
 
     if not pairs:
@@ -111,7 +114,10 @@ def grid_spearman(
     left = [index[p.sentence1] for p in pairs]
     right = [index[p.sentence2] for p in pairs]
     gold = [p.score for p in pairs]
-    embeddings = encode_layers(model, unique, batch_size=batch_size)
+    if encoder is None:
+        embeddings = encode_layers(model, unique, batch_size=batch_size)
+    else:
+        embeddings = [torch.from_numpy(e) for e in encoder.encode_layers(unique, batch_size=batch_size)]
     grid = {}
     for layer in layers:
         emb = embeddings[layer]

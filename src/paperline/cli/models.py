@@ -1,0 +1,150 @@
+"""`paperline models ls` and `history`, `leaderboard`, `doctor`, `promote`, `rollback`, `export` and `export-onnx`:
+the registry and what is served from it."""
+
+from __future__ import annotations
+
+import os
+
+from paperline.cli.common import load_flow, print_table, workspace_settings
+
+
+def open_registry():
+    from paperline.ops.registry import ModelRegistry
+    from paperline.ops.store import AuditStore
+    from paperline.ops.tracking import connect
+
+    settings = workspace_settings()
+    return ModelRegistry(connect(settings), AuditStore(settings.store_url), policy_path=settings.policy_path)
+
+
+def cmd_models_ls(args) -> int:
+    rows = []
+    for m in open_registry().list_models():
+        aliases = ", ".join(f"{a}=v{v}" for a, v in sorted(m["aliases"].items()))
+        value = m.get("champion_metric")
+        rows.append((m["name"], m["latest_version"], m["versions"], aliases or "-",
+                     m.get("primary_metric") or "-", f"{value:.2f}" if value is not None else "-"))
+    print_table(["model", "latest", "versions", "aliases", "primary metric", "champion value"], rows)
+    return 0
+
+
+def cmd_models_history(args) -> int:
+    registry = open_registry()
+    events = registry.history(args.name)
+    if not events:
+        registry.check_model(args.name)  # no history and no such model: a typo, not an empty history
+    rows = [(e.time.strftime("%Y-%m-%d %H:%M:%S"), e.alias, e.action, e.actor,
+             f"v{e.previous_version or '-'} -> v{e.new_version or '-'}",
+             {True: "passed", False: "failed", None: "-"}[e.gate_passed], e.reason) for e in events]
+    print_table(["time (UTC)", "alias", "action", "actor", "change", "gate", "reason"], rows)
+    return 0
+
+
+def cmd_leaderboard(args) -> int:
+    """Every champion on one task (paperline.ops.leaderboard), printed, logged to MLflow, and a Prefect table
+    artifact when a Prefect server answers (a named one that does not is one line before any work)."""
+    from paperline.ops.leaderboard import EXPERIMENT, build_leaderboard, log_leaderboard
+    from paperline.ops.prefect_server import check_api, running_server
+    from paperline.ops.tracking import connect
+
+    settings = workspace_settings()
+    if settings.prefect_api_url:
+        check_api(settings.prefect_api_url)
+    board = build_leaderboard(connect(settings), args.task)
+    print(f"{args.task}: {board.spec.label}, champions best first")
+    print_table(board.header(), board.text_rows())
+    for skipped in board.skipped:
+        print(f"  note: {skipped}")
+    print(f"  MLflow run: {log_leaderboard(board)} (experiment {EXPERIMENT})")
+    # The workspace's local server is used when it runs, never started for this: a table is not worth 15 s.
+    api_url = settings.prefect_api_url or (running_server(settings.prefect_home) or {}).get("api_url")
+    if api_url:
+        os.environ["PREFECT_API_URL"] = api_url
+        print(f"  Prefect artifact: {load_flow('leaderboard_artifact')(args.task, board.records(), board.spec.label)}")
+    else:
+        print("  Prefect artifact: skipped, no Prefect server is running (`paperline run` starts the local one)")
+    return 0
+
+
+def task_names() -> list[str]:
+    from paperline.ops.leaderboard import TASKS
+
+    return list(TASKS)
+
+
+def cmd_doctor(args) -> int:
+    """Close runs that died without closing themselves (MLflow run, half-registered version, aliases, lineage)."""
+    from paperline.ops.reconcile import close_abandoned_runs
+
+    registry = open_registry()
+    repairs = close_abandoned_runs(registry.store, registry.client)
+    print("\n".join(f"repaired: {r.line()}" for r in repairs) or "nothing to repair: every run that started ended")
+    return 0
+
+
+def print_policy_lines(event) -> None:
+    view = (event.details or {}).get("policy") or {}
+    for line in view.get("lines", []):
+        print(f"  policy: {line}")
+    if view.get("forced"):
+        print(f"  forced: {'; '.join(view['refusals'])}")
+
+
+def cmd_promote(args) -> int:
+    event = open_registry().promote(args.name, str(args.version), args.reason, force=args.force)
+    print(f"{args.name}: champion v{event.previous_version or '-'} -> v{event.new_version} ({event.actor})")
+    print_policy_lines(event)
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    event = open_registry().rollback(args.name, args.reason)
+    print(f"{args.name}: champion v{event.previous_version} -> v{event.new_version} ({event.actor})")
+    print_policy_lines(event)
+    return 0
+
+
+def cmd_export(args) -> int:
+    """Cut a registered sentence-transformers model to a (layers, dims) budget and write a plain folder."""
+    import tempfile
+
+    import mlflow
+
+    from paperline.ml.export import check_target, export_truncated
+    from paperline.ops.registry import RegistryError
+
+    name, sep, alias = args.model.partition("@")
+    if not sep or not alias:
+        raise RegistryError(f"'{args.model}' is not <name>@<alias>; e.g. matryoshka_2d@champion")
+    check_target(args.out, args.force)  # before any download: an existing or unwritable target is one line
+    registry = open_registry()  # also points MLflow at the workspace's tracking store
+    layers, dim = args.layers, args.dim
+    if layers is None or dim is None:  # a budget alias knows its cell; any other alias needs both options
+        cell = registry.budget_cell(name, alias)
+        if cell is None:
+            raise RegistryError(f"{alias!r} is not a budget alias (champion-l<K>-d<D>) with a grid cell; "
+                                "pass --layers K and --dim D")
+        layers, dim = layers or cell.layers, dim or cell.dims
+    try:
+        model = mlflow.sentence_transformers.load_model(f"models:/{name}@{alias}")
+    except mlflow.exceptions.MlflowException as exc:
+        raise RegistryError(f"cannot load models:/{name}@{alias}: {str(exc).splitlines()[0]}; "
+                            "`paperline models ls` lists models and aliases") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save(tmp)
+        out = export_truncated(tmp, layers, dim, args.out, force=args.force)
+    print(f"wrote {out}: {name}@{alias} cut to {layers} layers x {dim} dims; "
+          f"load it with SentenceTransformer('{out}')")
+    return 0
+
+
+def cmd_export_onnx(args) -> int:
+    """Export a registered sentence-transformers model to ONNX, check it, register `<name>_onnx@<alias>`."""
+    from paperline.ops.onnx_serving import export_registered
+    from paperline.ops.tracking import connect
+
+    done = export_registered(connect(workspace_settings()), args.model, "int8" if args.int8 else "optimized")
+    print(f"registered {done.name} v{done.version} (alias {done.alias}): {done.variant} ONNX of {done.source}, "
+          f"min cosine to PyTorch {done.min_cosine:.4f}; serve it with `mlflow models serve -m "
+          f"models:/{done.name}@{done.alias} --env-manager local`")
+    return 0
