@@ -31,15 +31,20 @@ where GX is not installed (e.g. a bare GPU training worker).
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from paperline.data.datasets import DatasetRef, read_frame
+from paperline.data.gate_findings import SAMPLE_ROWS, failure, outcome, percent, shown
 from paperline.data.kinds import DataKind, RowKey, get_kind
-from paperline.data.quality_report import ExpectationFailure, ExpectationOutcome, GateOutcome, GateResult
+from paperline.data.quality_report import (
+    ExpectationFailure,
+    ExpectationOutcome,
+    GateOutcome,
+    GateResult,
+)
 from paperline.data.shrink import shrink_expectation
 
 if TYPE_CHECKING:
@@ -47,7 +52,6 @@ if TYPE_CHECKING:
 
     from paperline.core.config import ProjectConfig
 
-SAMPLE_ROWS = 3
 
 
 @dataclass(frozen=True)
@@ -138,9 +142,9 @@ def gate_splits(
                                                 limits.max_shrink_fraction)
             checks.insert(1, _Check(name, None, shrink, "row count shrank", detail))
         for check, result in _validate(gx, batch_definition, work, checks):
-            outcomes.append(_outcome(check, result))
+            outcomes.append(outcome(check, result))
             if not result.success:
-                failures.append(_failure(check, result, frame))
+                failures.append(failure(check, result, frame))
     return GateResult(
         dataset=dataset,
         kind=kind,
@@ -249,7 +253,7 @@ def _duplicate_check(E, split: str, keys: pd.Series, key: RowKey, max_fraction: 
     repeats = int(present.duplicated().sum())
     what = key.describe()
     detail = (f"{what} repeats an earlier row in {repeats} of {len(present)} rows "
-              f"({_percent(repeats, len(present))}); at most {max_fraction:.2%} allowed")
+              f"({percent(repeats, len(present))}); at most {max_fraction:.2%} allowed")
     # Show one repeated key with all its copies, so the sample explains itself.
     copies = present[present.duplicated(keep=False)].sort_values(kind="stable")
     return _Check(split, column, expectation, f"{what} repeated", detail, list(copies.index[:SAMPLE_ROWS]))
@@ -308,93 +312,6 @@ def _train_keys(splits, kind: DataKind, limits: GateLimits, train_split: str) ->
 # Turning GX results into the gate's result
 
 
-def _outcome(check: _Check, result) -> ExpectationOutcome:
-    return ExpectationOutcome(check.split, result.expectation_config.type, check.column, bool(result.success),
-                              _observed(check, result))
-
-
-def _observed(check: _Check, result) -> str:
-    error = _exception_message(result)
-    if error:
-        return f"error: {error}"
-    values = result.result or {}
-    if "unexpected_count" in values:
-        return f"{values['unexpected_count']} of {values['element_count']} rows unexpected"
-    if "observed_value" in values:
-        observed = values["observed_value"]
-        return f"{observed:.4f}" if isinstance(observed, float) else str(observed)
-    if result.expectation_config.type == "expect_column_to_exist":
-        return "present" if result.success else "missing"
-    return ""
-
-
-def _failure(check: _Check, result, frame: pd.DataFrame) -> ExpectationFailure:
-    values = result.result or {}
-    positions = check.samples or values.get("partial_unexpected_index_list") or []
-    return ExpectationFailure(
-        split=check.split,
-        expectation=result.expectation_config.type,
-        column=check.column,
-        detail=check.detail or _detail(check, result),
-        sample_rows=_rows(frame, positions[:SAMPLE_ROWS]),
-    )
-
-
-def _detail(check: _Check, result) -> str:
-    error = _exception_message(result)
-    if error:
-        return f"{check.phrase}: could not be evaluated ({error})"
-    values = result.result or {}
-    if "unexpected_count" in values:
-        count, total = values["unexpected_count"], values["element_count"]
-        sentence = f"{check.phrase} in {count} of {total} rows ({_percent(count, total)})"
-        mostly = result.expectation_config.kwargs.get("mostly")
-        if mostly is not None and mostly < 1.0:
-            sentence += f"; at most {1.0 - mostly:.2%} allowed"
-        return sentence
-    return f"{check.phrase} (observed {_observed(check, result)})"
-
-
-def _exception_message(result) -> str | None:
-    info = result.exception_info or {}
-    # A failed metric is reported as {metric id: {...}}, an expectation-level error as a flat dict.
-    entries = [info] if "raised_exception" in info else list(info.values())
-    for entry in entries:
-        if isinstance(entry, dict) and entry.get("raised_exception"):
-            return str(entry.get("exception_message") or "unknown error")
-    return None
-
-
-def _percent(count: int, total: int) -> str:
-    return f"{count / total:.2%}" if total else "n/a"
-
-
-def _rows(frame: pd.DataFrame, positions: list[int]) -> list[dict]:
-    return [{str(k): _shown(_plain(v)) for k, v in frame.iloc[int(p)].items()} for p in positions]
-
-
-def _shown(value: Any, limit: int = 300) -> Any:
-    """A sample value as the report shows it: a text over `limit` characters is cut, with its length said."""
-    if isinstance(value, str) and len(value) > limit:
-        return f"{value[:limit]}... ({len(value):,} characters)"
-    return value
-
-
-def _plain(value: Any) -> Any:
-    """A JSON-serialisable Python value: numpy scalars unwrapped, NaN/NA as None, anything else as text."""
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return None if isinstance(value, float) and math.isnan(value) else value
-    import pandas as pd
-
-    return None if pd.isna(value) is True else str(value)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Every dataset of a run
-
-
 def gate_datasets(refs: dict[str, DatasetRef], cfg: ProjectConfig, limits: dict | None = None,
                   min_rows: dict[str, dict[str, int]] | None = None,
                   previous_rows: dict[str, dict[str, int]] | None = None,
@@ -439,4 +356,4 @@ def read_split_file(path: Path, kind: str, split: str) -> tuple[pd.DataFrame | N
         detail = (f"{path} is not UTF-8 text: byte 0x{raw[start]:02x} on line {line} cannot be decoded; "
                   "re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`) and add it as a new version")
         return None, ExpectationFailure(split=split, expectation="file_is_utf8_text", column=None, detail=detail,
-                                        sample_rows=[{"line": line, "text": _shown(text)}])
+                                        sample_rows=[{"line": line, "text": shown(text)}])
