@@ -125,9 +125,9 @@ def test_the_store_keeps_the_latest_gated_rows_per_split(tmp_path):
     with store.transaction() as session:
         from sqlalchemy import func, select
 
-        from paperline.ops.store import _GatedRowsRow
+        from paperline.ops.store_tables import GatedRowsRow
 
-        assert session.scalar(select(func.count()).select_from(_GatedRowsRow)) == 5
+        assert session.scalar(select(func.count()).select_from(GatedRowsRow)) == 5
 
 
 def test_the_gate_cache_key_covers_the_history_allow_shrink_and_the_cards_fraction():

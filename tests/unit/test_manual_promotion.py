@@ -159,18 +159,27 @@ print(moves)
 """
 
 
-def _race(tracking: str, store_url: str, folder: Path, lock: str, orders: list[list[str]]) -> int:
+ALIAS_WRITE_CLASH = "UNIQUE constraint failed: registered_model_aliases"
+
+
+def _race(tracking: str, store_url: str, folder: Path, lock: str, orders: list[list[str]]) -> tuple[int, int]:
+    """Run the racers; returns (alias moves made, racers that crashed on MLflow's own alias-write clash)."""
     barrier = folder / f"barrier-{lock}"
     barrier.mkdir()
     racers = [subprocess.Popen([sys.executable, "-c", RACER, tracking, store_url, str(barrier), f"racer{i}", lock,
                                 *order], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
               for i, order in enumerate(orders)]
-    moves = 0
+    moves = clashes = 0
     for racer in racers:
         out, err = racer.communicate(timeout=300)
+        # Without the lock, two processes writing the same alias can also collide inside MLflow's SQLite registry
+        # (it reads, then inserts): that crash is the race showing, and only the control may have it.
+        if lock == "off" and racer.returncode != 0 and ALIAS_WRITE_CLASH in err:
+            clashes += 1
+            continue
         assert racer.returncode == 0, err[-3000:]
         moves += int(out.strip().splitlines()[-1])
-    return moves
+    return moves, clashes
 
 
 def _chained(events) -> bool:
@@ -190,12 +199,12 @@ def test_racing_promotions_serialise_and_their_audit_rows_chain(backend, client,
             run_id, uri = _logged_model(client, tmp_path)
             registry.register(name=name, model_uri=uri, run_id=run_id, tags={})
         start = len(store.alias_history(name, "champion"))
-        moves = _race(tracking, url, tmp_path, lock, orders)
+        moves, clashes = _race(tracking, url, tmp_path, lock, orders)
         events = store.alias_history(name, "champion")[start:]
         champion = _champion(registry)
         store.close()
         if lock == "off":
-            assert not _chained(events), "the race never happened: the test could not tell a lock from none"
+            assert clashes or not _chained(events), "the race never happened: the test could not tell a lock from none"
             continue
         assert len(events) == moves > 0  # exactly one row per move
         assert _chained(events), [(e.actor, e.previous_version, e.new_version) for e in events]

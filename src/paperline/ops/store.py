@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
 import re
 import tempfile
 from collections.abc import Iterator
@@ -22,12 +21,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, Integer, String, Text, create_engine, exc, select
+from sqlalchemy import create_engine, exc, select
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.orm import Session, sessionmaker
 
 from paperline.core.errors import PaperlineError
+from paperline.ops.store_tables import AliasEventRow, Base, GatedRowsRow, LineageRow, create_tables
 
 ACTIONS = ("auto-promote", "register", "promote", "rollback")
 LINEAGE_STATUSES = ("running", "registered", "gate-failed", "failed", "interrupted", "cached")
@@ -35,98 +34,6 @@ LINEAGE_STATUSES = ("running", "registered", "gate-failed", "failed", "interrupt
 
 class StoreError(PaperlineError):
     """The store cannot be reached or used; the message says which URL and what to set."""
-
-
-class _UTCDateTime(TypeDecorator):
-    """A timezone-aware UTC datetime on every backend.
-
-    SQLite keeps no offset and PostgreSQL answers in the session's time zone; both come back as UTC here.
-    """
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r}: the audit store records timezone-aware UTC times")
-        return value.astimezone(timezone.utc)
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-
-
-class _JSONText(TypeDecorator):
-    """JSON kept as plain text, so the same rows read back identically from SQLite, PostgreSQL or anything else."""
-
-    impl = Text
-    cache_ok = True
-
-    def process_bind_param(self, value: Any, dialect: Any) -> str | None:
-        # default=str: a numpy float or a Path in a policy decision must not lose the audit row.
-        return None if value is None else json.dumps(value, sort_keys=True, default=str)
-
-    def process_result_value(self, value: str | None, dialect: Any) -> Any:
-        return None if value is None else json.loads(value)
-
-
-class _Base(DeclarativeBase):
-    """A metadata of our own: create_all must touch only paperline's tables, never MLflow's in the same database."""
-
-
-class _AliasEventRow(_Base):
-    # Prefixed names: on a team server these tables may share a database with MLflow's.
-    __tablename__ = "paperline_alias_events"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    time: Mapped[datetime] = mapped_column(_UTCDateTime, index=True)
-    model_name: Mapped[str] = mapped_column(String(256), index=True)
-    alias: Mapped[str] = mapped_column(String(256))
-    previous_version: Mapped[str | None] = mapped_column(String(64))
-    new_version: Mapped[str | None] = mapped_column(String(64))
-    actor: Mapped[str] = mapped_column(String(256))
-    action: Mapped[str] = mapped_column(String(32))
-    reason: Mapped[str] = mapped_column(Text)
-    gate_passed: Mapped[bool | None] = mapped_column(Boolean)
-    details: Mapped[Any] = mapped_column(_JSONText, nullable=True)
-    mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
-    flow_run_id: Mapped[str | None] = mapped_column(String(64))
-
-
-class _LineageRow(_Base):
-    __tablename__ = "paperline_lineage"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    time: Mapped[datetime] = mapped_column(_UTCDateTime, index=True)
-    project: Mapped[str] = mapped_column(String(256), index=True)
-    config_name: Mapped[str | None] = mapped_column(String(256))
-    flow_run_id: Mapped[str | None] = mapped_column(String(64), index=True)
-    flow_run_url: Mapped[str | None] = mapped_column(Text)
-    mlflow_run_id: Mapped[str | None] = mapped_column(String(64), index=True)
-    git_commit: Mapped[str | None] = mapped_column(String(64))
-    dataset_md5: Mapped[str | None] = mapped_column(String(64))
-    gate_passed: Mapped[bool | None] = mapped_column(Boolean)
-    cache_key: Mapped[str | None] = mapped_column(String(256))
-    model_name: Mapped[str | None] = mapped_column(String(256))
-    model_version: Mapped[str | None] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(32))
-    details: Mapped[Any] = mapped_column(_JSONText, nullable=True)
-
-
-class _GatedRowsRow(_Base):
-    # One split of a dataset version that passed the data gate, and its row count: what the next version's split
-    # is compared with (a shrink beyond the data kind's fraction fails the gate; see paperline.data.shrink).
-    __tablename__ = "paperline_gated_rows"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    time: Mapped[datetime] = mapped_column(_UTCDateTime, index=True)
-    dataset: Mapped[str] = mapped_column(String(256), index=True)
-    dataset_md5: Mapped[str] = mapped_column(String(64))
-    split: Mapped[str] = mapped_column(String(256))
-    rows: Mapped[int] = mapped_column(Integer)
 
 
 @dataclass(frozen=True)
@@ -172,7 +79,7 @@ class LineageRecord:
 _LINEAGE_FIELDS = {f.name for f in dataclasses.fields(LineageRecord)} - {"id"}
 
 
-def _freeze(row: _Base, cls: type) -> Any:
+def _freeze(row: Base, cls: type) -> Any:
     return cls(**{f.name: getattr(row, f.name) for f in dataclasses.fields(cls)})
 
 
@@ -232,7 +139,7 @@ class AuditStore:
             connect_args["connect_timeout"] = 10
         try:
             engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
-            _Base.metadata.create_all(engine)
+            create_tables(engine)
         except (exc.SQLAlchemyError, ImportError, OSError) as error:
             raise self._unreachable(error) from error
         self._engine = engine
@@ -271,7 +178,7 @@ class AuditStore:
         finally:
             session.close()
 
-    def _add(self, row: _Base, session: Session | None) -> None:
+    def _add(self, row: Base, session: Session | None) -> None:
         # Inside a caller's transaction, only flush (the id is assigned) and leave the commit to the caller.
         if session is None:
             with self.transaction() as own:
@@ -289,7 +196,7 @@ class AuditStore:
         """Append one alias change; with ``session``, inside the caller's transaction (not committed here)."""
         if action not in ACTIONS:
             raise ValueError(f"unknown alias action {action!r}; expected one of {', '.join(ACTIONS)}")
-        row = _AliasEventRow(
+        row = AliasEventRow(
             time=datetime.now(timezone.utc), model_name=model_name, alias=alias,
             previous_version=_version(previous_version), new_version=_version(new_version), actor=actor,
             action=action, reason=reason, gate_passed=gate_passed, details=details, mlflow_run_id=mlflow_run_id,
@@ -300,11 +207,11 @@ class AuditStore:
 
     def alias_history(self, model_name: str, alias: str | None = None) -> list[AliasEvent]:
         """Alias changes of one model, oldest first; only those of ``alias`` when given."""
-        query = select(_AliasEventRow).where(_AliasEventRow.model_name == model_name)
+        query = select(AliasEventRow).where(AliasEventRow.model_name == model_name)
         if alias is not None:
-            query = query.where(_AliasEventRow.alias == alias)
+            query = query.where(AliasEventRow.alias == alias)
         # id breaks ties: two events in the same clock tick keep the order they were written in.
-        query = query.order_by(_AliasEventRow.time, _AliasEventRow.id)
+        query = query.order_by(AliasEventRow.time, AliasEventRow.id)
         with self.transaction() as session, self._reachable():
             return [_freeze(row, AliasEvent) for row in session.scalars(query)]
 
@@ -322,7 +229,7 @@ class AuditStore:
             )
         fields.setdefault("time", datetime.now(timezone.utc))
         fields["model_version"] = _version(fields.get("model_version"))
-        row = _LineageRow(**fields)
+        row = LineageRow(**fields)
         self._add(row, None)
         return _freeze(row, LineageRecord)
 
@@ -336,7 +243,7 @@ class AuditStore:
         if "model_version" in fields:
             fields["model_version"] = _version(fields["model_version"])
         with self.transaction() as session, self._reachable():
-            row = session.get(_LineageRow, record_id)
+            row = session.get(LineageRow, record_id)
             if row is None:
                 raise StoreError(f"no lineage record {record_id} in {self._display_url()}")
             for name, value in fields.items():
@@ -349,13 +256,13 @@ class AuditStore:
         status: str | None = None,
     ) -> list[LineageRecord]:
         """Lineage records matching every filter given, oldest first."""
-        query = select(_LineageRow)
+        query = select(LineageRow)
         filters = {"project": project, "mlflow_run_id": mlflow_run_id, "flow_run_id": flow_run_id, "status": status}
         for column, value in filters.items():
             if value is not None:
-                query = query.where(getattr(_LineageRow, column) == value)
+                query = query.where(getattr(LineageRow, column) == value)
         with self.transaction() as session, self._reachable():
-            rows = session.scalars(query.order_by(_LineageRow.time, _LineageRow.id))
+            rows = session.scalars(query.order_by(LineageRow.time, LineageRow.id))
             return [_freeze(row, LineageRecord) for row in rows]
 
     # ---- row counts of the dataset versions that passed the gate ------------------------------------------------
@@ -369,7 +276,7 @@ class AuditStore:
             for dataset, splits in rows.items():
                 for split, count in splits.items():
                     if latest.get(dataset, {}).get(split) != (dataset_md5, count):
-                        session.add(_GatedRowsRow(time=now, dataset=dataset, dataset_md5=dataset_md5, split=split,
+                        session.add(GatedRowsRow(time=now, dataset=dataset, dataset_md5=dataset_md5, split=split,
                                                   rows=int(count)))
 
     def gated_rows(self, datasets: list[str], with_md5: bool = False,
@@ -377,12 +284,12 @@ class AuditStore:
         """Dataset -> split -> row count in the latest version that passed the gate (`(md5, rows)` with
         `with_md5`); a dataset or split never gated is absent. `excluding_md5`: the version being gated now, so
         a rerun of it compares against the same earlier version as its first run (and hits the gate's cache)."""
-        query = select(_GatedRowsRow).where(_GatedRowsRow.dataset.in_(datasets))
+        query = select(GatedRowsRow).where(GatedRowsRow.dataset.in_(datasets))
         if excluding_md5 is not None:
-            query = query.where(_GatedRowsRow.dataset_md5 != excluding_md5)
+            query = query.where(GatedRowsRow.dataset_md5 != excluding_md5)
         latest: dict[str, dict[str, Any]] = {}
         with self.transaction() as session, self._reachable():
-            for row in session.scalars(query.order_by(_GatedRowsRow.time, _GatedRowsRow.id)):  # the last one wins
+            for row in session.scalars(query.order_by(GatedRowsRow.time, GatedRowsRow.id)):  # the last one wins
                 latest.setdefault(row.dataset, {})[row.split] = (row.dataset_md5, row.rows) if with_md5 else row.rows
         return latest
 
