@@ -12,12 +12,12 @@ contradiction of those premises), `generated` (every generated row), `curated` (
 `guided` (curated rows, guide masking); `guided` is the registered model. A smaller curated set is cycled to the
 same number of steps (epochs follow), so every arm sees the same number of batches.
 
-How a new generation retrains downstream: generation runs inside `train`, whose cache key covers the config (the
-generation's LM, premises, prompts' settings, seed) and this project's files (prompts, parsing); any change to
-those is a new cache key, so a new generation and a retrain; an unchanged config is a cache hit that reuses
-both. The file lives in a folder of its own keyed by what it depends on (`generation_dir`), beside the run's
-workdir: a rerun after a kill finds the rows already written, and a run that changes only training settings
-reuses the finished file. The file's sha256 is recorded on the run (tags, and the file as an artifact).
+How a new generation retrains downstream: generation is this method's `generate` (GeneratingMethod), which the
+platform runs before `train` and whose file it treats as a dataset version of its own: gated under kind
+`nli_generated`, logged as an MLflow dataset input whose digest is the file's sha256, and that sha256 in the
+training cache key. A new generation (other settings, other prompts, or the file made again) retrains every arm;
+an unchanged one is a cache hit. The file lives in a folder keyed by what it depends on (`generation_dir`): a
+rerun after a kill finds the rows already written, and a run that changes only training settings reuses it.
 
 References:
     - Wang et al., "Large Language Models can Contrastively Refine their Generation for Better Sentence
@@ -25,7 +25,7 @@ References:
 
 Inputs (data kinds):
     `nli_pairs` (SNLI dev+test: premises, and the human triplets of the `human` arm), `scored_pairs` (STS-B dev
-    and test for evaluation), `nli_generated` (written by the run itself, gated before training).
+    and test for evaluation), `nli_generated` (written by `generate`, gated by the platform before `train`).
 
 Example:
     paperline run multicsr --config smoke
@@ -51,6 +51,7 @@ from paperline.ml.training import fit
 from paperline.project.discovery import project_module
 from paperline.project.interface import (
     Evaluation,
+    GeneratedData,
     ProjectData,
     RunContext,
     TrainedModel,
@@ -60,10 +61,11 @@ from paperline.project.sections import EvaluateSection, FitSection
 HERE = Path(__file__).resolve().parent
 ARMS = ("human", "generated", "curated", "guided")
 HEADLINE = "guided"
+GENERATED = "multicsr_generated"  # the generated dataset's name (gate, MLflow input)
 
 
 class GeneratedDataError(PaperlineError):
-    """The generated triplets failed the data gate, or curation left too few to train on."""
+    """Curation left too few generated triplets to train on (the gate over them is the platform's)."""
 
 
 class Generate(StrictModel):
@@ -124,10 +126,10 @@ def generation_key(cfg: Config, premises: list[str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def generation_dir(workdir: Path, cfg: Config, premises: list[str]) -> Path:
-    """The generation's own folder beside the run's workdir (which is per training cache key): a killed
+def generation_dir(root: Path, cfg: Config, premises: list[str]) -> Path:
+    """The generation's own folder under `root` (the project's generation folder, shared by its runs): a killed
     generation resumes there, and a run that changes only training settings finds the finished file."""
-    return Path(workdir).parent / "multicsr-generated" / generation_key(cfg, premises)[:16]
+    return Path(root) / generation_key(cfg, premises)[:16]
 
 
 def generate_file(cfg: Config, premises: list[str], path: Path, progress: bool):
@@ -147,20 +149,6 @@ def generate_file(cfg: Config, premises: list[str], path: Path, progress: bool):
                                  max_new_tokens=cfg.generate.max_new_tokens, progress=progress)
 
 
-def gated_rows(path: Path) -> list:
-    """The generated file through the data gate (kind `nli_generated`, split train), then its typed rows."""
-    from paperline.data.datasets import read_frame
-    from paperline.data.kinds import get_kind
-    from paperline.data.quality import gate_splits
-
-    frame = read_frame(path, "nli_generated")
-    result = gate_splits("multicsr_generated", "nli_generated", {"train": frame})
-    if not result.passed:
-        raise GeneratedDataError(f"generated triplets {path} failed the data gate: "
-                                 + "; ".join(result.summary_lines()))
-    return get_kind("nli_generated").rows(frame)
-
-
 def triplet_dataset(triplets: list, rows: int, seed: int):
     """(anchor, positive, negative) columns, cycled to `rows` rows so every arm trains the same steps."""
     from datasets import Dataset
@@ -177,27 +165,43 @@ def triplet_dataset(triplets: list, rows: int, seed: int):
 # ---- train -------------------------------------------------------------------------------------------------
 
 
+def _premise_triplets(cfg: Config, data: ProjectData) -> list:
+    return human_triplets([row for split in ("dev", "test") for row in data.read("snli", split)],
+                          cfg.generate.premises, cfg.seed)
+
+
+def generate(cfg: Config, data: ProjectData, ctx: RunContext) -> list[GeneratedData]:
+    """Stage 1: the LM's triplets for the premises, in `generation_dir(ctx.workdir, ...)/triplets.tsv`, resumed
+    where a killed generation stopped; the speed of the pass that wrote rows is kept beside it."""
+    premises = [t.anchor for t in _premise_triplets(cfg, data)]
+    path = generation_dir(ctx.workdir, cfg, premises) / "triplets.tsv"
+    report = generate_file(cfg, premises, path, ctx.progress)
+    if report.generated:
+        path.with_name("generation.json").write_text(json.dumps(
+            {"generated": report.generated, "seconds": report.seconds, "per_minute": report.premises_per_minute()}))
+    return [GeneratedData(name=GENERATED, kind="nli_generated", path=path)]
+
+
 def train(cfg: Config, data: ProjectData, ctx: RunContext) -> TrainedModel:
     gen = project_module(HERE / "generation.py")
     losses = project_module(HERE / "guided_loss.py")
-    snli = [row for split in ("dev", "test") for row in data.read("snli", split)]
-    human = human_triplets(snli, cfg.generate.premises, cfg.seed)
-    generated_path = generation_dir(ctx.workdir, cfg, [t.anchor for t in human]) / "triplets.tsv"
-    report = generate_file(cfg, [t.anchor for t in human], generated_path, ctx.progress)
-    rows = gated_rows(generated_path)
-    sha = derived.sha256_file(generated_path)
+    human = _premise_triplets(cfg, data)
+    generated = ctx.generated_data(GENERATED)  # gated by the platform; its sha256 is in this run's cache key
+    rows = generated.rows()
     curated = gen.curate(rows, cfg.curate.positive_min, cfg.curate.negative_max, cfg.curate.require_gap,
-                       cfg.curate.min_margin)
+                         cfg.curate.min_margin)
     if len(curated) < cfg.curate.min_rows:
         raise GeneratedDataError(f"curation kept {len(curated)} of {len(rows)} generated triplets, fewer than "
                                  f"curate.min_rows={cfg.curate.min_rows}; lower curate.positive_min or raise "
                                  f"curate.negative_max, or generate more premises")
+    speed_file = Path(generated.path).with_name("generation.json")
+    speed = json.loads(speed_file.read_text()) if speed_file.is_file() else {}
     sets = {"human": human, "generated": gen.uncurated(rows), "curated": curated, "guided": curated}
     steps_rows = cfg.train.max_rows or len(human)
     metrics = {"generated_rows": float(len(rows)), "curated_rows": float(len(curated)),
-               "human_rows": float(len(human)), "generation_seconds": report.seconds,
-               "generation_premises_per_minute": report.premises_per_minute()}
-    outputs: dict[str, Path] = {"generated_triplets": generated_path}
+               "human_rows": float(len(human)), "generation_seconds": float(speed.get("seconds", 0.0)),
+               "generation_premises_per_minute": float(speed.get("per_minute", 0.0))}
+    outputs: dict[str, Path] = {"generated_triplets": Path(generated.path)}
     for arm in ARMS:
         done = ctx.workdir / "arms" / arm / "model"
         if not (done / "config.json").is_file():  # a finished arm is kept: a killed job resumes at the next
@@ -215,7 +219,8 @@ def train(cfg: Config, data: ProjectData, ctx: RunContext) -> TrainedModel:
     if final.exists():
         shutil.rmtree(final)
     shutil.copytree(outputs[f"{HEADLINE}_model"], final)
-    notes = {"multicsr.generated.sha256": sha, "multicsr.generated.rows": str(len(rows)),
+    notes = {"multicsr.generated.sha256": generated.sha256 or derived.sha256_file(Path(generated.path)),
+             "multicsr.generated.rows": str(len(rows)),
              "multicsr.generated.lm": cfg.generate.lm}
     return TrainedModel(path=final, metrics=metrics, notes=notes, outputs=outputs)
 

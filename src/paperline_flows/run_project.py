@@ -1,5 +1,8 @@
 """The parent flow: resolve data -> upstream models -> data gate -> train -> evaluate -> track -> register -> promote.
 
+A generating method (`GeneratingMethod.generate`: multicsr's LM triplets) adds two steps after the data gate:
+generate, then the gate over what it wrote; the files' sha256 enter the training cache key.
+
 Orchestration only: every step is a library function (paperline.ops, paperline.data) or the project's method,
 wired here as Prefect tasks. Run it as `paperline run <project>` (the CLI loads it through the `paperline.flows`
 entry point), from a deployment, or as a script: `python -m paperline_flows.run_project sbert_sts --config smoke`.
@@ -22,6 +25,7 @@ import logging
 import shutil
 import time
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -36,7 +40,8 @@ from paperline.core.config import flatten
 from paperline.core.errors import PaperlineError
 from paperline.core.settings import Settings
 from paperline.data.datasets import dataset_ref, remote_url, resolve_data_version
-from paperline.data.quality import gate_datasets
+from paperline.data.derived import sha256_file
+from paperline.data.quality import gate_datasets, gate_files
 from paperline.data.quality_report import GateOutcome
 from paperline.ops import run_views, tracking, upstream
 from paperline.ops.cache import cache_key, gate_cache_key
@@ -51,7 +56,7 @@ from paperline.ops.summary import RunSummary
 from paperline.project.contract import check_evaluation
 from paperline.project.discovery import Project
 from paperline.project.distributed_job import JobSpec, check_rank_safe, launch, requested_processes
-from paperline.project.interface import Evaluation, ProjectData, RunContext, TrainedModel
+from paperline.project.interface import Evaluation, GeneratedData, ProjectData, RunContext, TrainedModel
 from paperline_flows.results import RESULTS, verified
 
 
@@ -113,6 +118,13 @@ def evaluate(project: Project, model: TrainedModel, cfg, data: ProjectData, key:
     return project.method().evaluate(model, cfg, data, ctx)
 
 
+@task(name="generate data", cache_policy=NO_CACHE, persist_result=False)
+def generate_data(project: Project, cfg, data: ProjectData, ctx: RunContext) -> list[GeneratedData]:
+    """A generating method's first stage (an LM writing triplets). Not cached by Prefect: the method resumes and
+    reuses its own files, and the files' sha256, known only once they exist, keys the training cache."""
+    return list(project.method().generate(cfg, data, ctx))
+
+
 # Never cached: registration and the policy run every time (and a registry cannot be hashed into a key).
 @task(name="register and promote", cache_policy=NO_CACHE, persist_result=False)
 def register(registry, policy, project: Project, model: TrainedModel, key: str, lineage: Lineage,
@@ -141,6 +153,27 @@ def resolve_upstream(cfg, settings: Settings, client) -> dict:
         models[role] = upstream.fetch(client, version, role, use, settings.runs_dir / "upstream")
         get_run_logger().info(f"upstream {role}: {name} v{models[role].version} (@{use.alias})")
     return models
+
+
+def generate_and_gate(project: Project, cfg, data: ProjectData, settings: Settings,
+                      models: dict) -> tuple[dict[str, GeneratedData], GateOutcome]:
+    """Run the method's `generate` in its project's own folder (a killed generation resumes there), then gate
+    every file it wrote under its data kind; a file that passes is an MLflow dataset input digested by its
+    sha256. Returns the files by name, their sha256 filled, and the gate's outcome."""
+    ctx = RunContext(workdir=settings.runs_dir / f"{project.name}-generated", upstream=models)
+    files = generate_data(project, cfg, data, ctx)
+    gate = gate_files([(g.name, g.kind, Path(g.path), g.split) for g in files])
+    create_markdown_artifact(key=_artifact_key("generated-data-gate"), markdown=gate.to_markdown(),
+                             description="data gate over the generated data")
+    for line in gate.summary_lines():
+        get_run_logger().info(f"generated data: {line}")
+    tracking.log_gate(gate, "generated_data_gate")
+    generated = {}
+    for g in files:
+        generated[g.name] = replace(g, sha256=sha256_file(Path(g.path)))
+        if gate.passed:
+            tracking.log_generated_dataset(generated[g.name])
+    return generated, gate
 
 
 def connect_services(settings: Settings, project: Project):
@@ -206,7 +239,8 @@ def run_project(project_name: str, config_name: str = "default", overrides: list
     refs = {name: dataset_ref(version, name, use.kind) for name, use in cfg.data.items()}
     data = ProjectData(refs)
     models = resolve_upstream(cfg, settings, client)  # before this run's MLflow run: it may run a flow
-    key = cache_key(project, cfg, version.md5, {role: m.identity() for role, m in models.items()})
+    upstream_ids = {role: m.identity() for role, m in models.items()}
+    key = cache_key(project, cfg, version.md5, upstream_ids)  # a generating method's adds its files' sha256 below
     ctx = RunContext(workdir=settings.runs_dir / key[:16], upstream=models)
     lineage = Lineage(project=project.name, config=config_name, git_commit=git_commit(settings.root),
                       dataset_md5=version.md5, flow_run_id=str(flow_run.id),
@@ -241,18 +275,28 @@ def run_project(project_name: str, config_name: str = "default", overrides: list
             refs, cfg, floors, gate_key, previous, shrink)
         tracking.log_gate(gate)
 
-        def record(status: str, **fields) -> None:
+        def record(status: str, **fields) -> None:  # `key` as it is when called: generated data changes it
             store.update_lineage(started.id, **lineage.record(status=status, mlflow_run_id=summary.mlflow_run_id,
                                                               gate_passed=gate.passed, cache_key=key, **fields))
 
-        if not gate.passed:
+        def gate_failed(what: str) -> Failed:
             summary.status, summary.message = "gate-failed", "; ".join(gate.summary_lines())
             record("gate-failed")
             mlflow.set_tag("paperline.status", "gate-failed")
             mlflow.end_run(status="FAILED")
             summary.elapsed_s = time.monotonic() - started_at
-            return Failed(message=f"data gate failed: {summary.message}", data=summary)
+            return Failed(message=f"{what} failed: {summary.message}", data=summary)
+
+        if not gate.passed:
+            return gate_failed("data gate")
         store.record_gated_rows(version.md5, {result.dataset: result.split_rows for result in gate.results})
+        if project.generates():  # the method writes its own training data: a dataset version of its own
+            ctx.generated, gate = generate_and_gate(project, cfg, data, settings, models)
+            if not gate.passed:
+                return gate_failed("the gate over the generated data")
+            key = cache_key(project, cfg, version.md5, upstream_ids,
+                            {name: g.sha256 for name, g in ctx.generated.items()})
+            ctx.workdir = settings.runs_dir / key[:16]
 
         # One registration per cache key: a concurrent run of the same unchanged project waits here, then finds
         # the first one's cached results and registered version instead of registering the same model twice.

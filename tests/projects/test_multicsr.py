@@ -13,7 +13,7 @@ from paperline.data.datasets import read_frame
 from paperline.data.kinds import get_kind
 from paperline.data.kinds.nli_generated import GeneratedTriplet
 from paperline.data.kinds.nli_pairs import NliPair
-from paperline.data.quality import gate_splits
+from paperline.data.quality import gate_files, gate_splits
 from paperline.project.discovery import project_module
 
 PROJECT = Path(__file__).resolve().parents[2] / "projects" / "multicsr"
@@ -93,8 +93,11 @@ def test_the_gate_refuses_scores_out_of_range_and_repeated_premises(tmp_path):
     assert ("expect_column_values_to_be_between", "entailment_score") in failed
     assert ("expect_column_values_to_not_be_null", "contradiction_score") in failed
     assert any(f.expectation == "expect_column_proportion_of_unique_values_to_be_between" for f in result.failures)
-    with pytest.raises(method.GeneratedDataError, match="failed the data gate"):
-        method.gated_rows(path)
+    outcome = gate_files([("multicsr_generated", "nli_generated", path, "train")])  # how the flow gates it
+    assert not outcome.passed and outcome.results[0].failures == result.failures
+    path.write_bytes(path.read_bytes().replace(b"a cat sleeps\t4", b"a caf\xe9 sleeps\t4"))
+    (unreadable,) = gate_files([("multicsr_generated", "nli_generated", path, "train")]).results[0].failures
+    assert f"{path} is not UTF-8 text" in unreadable.detail and "line 3" in unreadable.detail
 
 
 def test_curation_keeps_swaps_and_drops_by_the_reference_thresholds():
@@ -164,13 +167,14 @@ def test_the_generation_folder_depends_on_generation_settings_not_on_training_on
 
     raw = yaml.safe_load((PROJECT / "configs" / "smoke.yaml").read_text())
     cfg = method.Config.model_validate(raw)
-    folder = method.generation_dir(tmp_path / "runs" / "abc", cfg, PREMISES)
-    assert folder.parent == tmp_path / "runs" / "multicsr-generated"
+    root = tmp_path / "runs" / "multicsr-generated"  # the project's generation folder, shared by its runs
+    folder = method.generation_dir(root, cfg, PREMISES)
+    assert folder.parent == root
     retrained = method.Config.model_validate({**raw, "train": {**raw["train"], "learning_rate": 1e-4}})
-    assert method.generation_dir(tmp_path / "runs" / "other-key", retrained, PREMISES) == folder
+    assert method.generation_dir(root, retrained, PREMISES) == folder
     more = method.Config.model_validate({**raw, "generate": {**raw["generate"], "temperature": 0.0}})
-    assert method.generation_dir(tmp_path / "runs" / "abc", more, PREMISES) != folder
-    assert method.generation_dir(tmp_path / "runs" / "abc", cfg, PREMISES[:2]) != folder
+    assert method.generation_dir(root, more, PREMISES) != folder
+    assert method.generation_dir(root, cfg, PREMISES[:2]) != folder
 
 
 def test_a_minimum_margin_drops_rows_whose_ratings_barely_differ():

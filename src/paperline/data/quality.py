@@ -339,6 +339,17 @@ def gate_datasets(refs: dict[str, DatasetRef], cfg: ProjectConfig, limits: dict 
     return GateOutcome(results)
 
 
+def gate_files(files: list[tuple[str, str, Path, str]]) -> GateOutcome:
+    """Validate files that are not in the DVC dataset (what a method's `generate` wrote), each given as
+    (dataset name, data kind, path, split), with their kind's GX suite and the default limits."""
+    results = []
+    for name, kind, path, split in files:
+        frame, failure = read_split_file(Path(path), kind, split)
+        frames, unreadable = ({split: frame}, {}) if failure is None else ({}, {split: failure})
+        results.append(gate_splits(name, kind, frames, GateLimits(), train_split=split, unreadable=unreadable))
+    return GateOutcome(results)
+
+
 def read_split_file(path: Path, kind: str, split: str) -> tuple[pd.DataFrame | None, ExpectationFailure | None]:
     """The split's frame, or, for a file that is not UTF-8 text, the gate's failure naming the file and the first
     bad line (with that line shown, its bad bytes replaced), so the run stops at the gate and not in a reader."""

@@ -29,12 +29,14 @@ def library_digest(subpackages: tuple[str, ...] = RESULT_SUBPACKAGES) -> str:
     return sha.hexdigest()
 
 
-def cache_key(project: Project, cfg: ProjectConfig, dataset_md5: str, upstream: dict[str, str] | None = None) -> str:
+def cache_key(project: Project, cfg: ProjectConfig, dataset_md5: str, upstream: dict[str, str] | None = None,
+              generated: dict[str, str] | None = None) -> str:
     """What a trained model depends on: the project's files, the library code, the resolved config, the data,
-    and the identity of every upstream model it consumes (`UpstreamModel.identity()` by role): a new teacher
-    version retrains the student."""
+    the identity of every upstream model it consumes (`UpstreamModel.identity()` by role: a new teacher version
+    retrains the student) and the sha256 of every dataset its `generate` wrote (a new generation retrains)."""
     parts = [project.name, digest_files(project.root), library_digest(), config_digest(cfg), dataset_md5]
     parts += [f"upstream {role}={identity}" for role, identity in sorted((upstream or {}).items())]
+    parts += [f"generated {name}={sha256}" for name, sha256 in sorted((generated or {}).items())]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 

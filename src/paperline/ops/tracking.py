@@ -29,7 +29,7 @@ from paperline.core.errors import PaperlineError
 from paperline.core.requirements import pinned_requirements
 from paperline.core.settings import Settings
 from paperline.data.datasets import DatasetRef
-from paperline.project.interface import Evaluation, TrainedModel
+from paperline.project.interface import Evaluation, GeneratedData, TrainedModel
 
 
 class TrackingError(PaperlineError):
@@ -269,6 +269,20 @@ def log_dataset(ref: DatasetRef, splits: list[str], context: str, remote: str) -
         mlflow.log_input(dataset, context=context, tags={"kind": ref.kind, "dvc_md5": ref.md5})
 
 
+def log_generated_dataset(data: GeneratedData) -> None:
+    """Record a method's generated file as an MLflow input whose digest is its sha256 (its version)."""
+    import mlflow
+    from mlflow.data.pandas_dataset import from_pandas
+
+    from paperline.data.datasets import read_frame
+
+    assert data.sha256 is not None, "the platform fills sha256 once the file passed the gate"
+    dataset = from_pandas(read_frame(Path(data.path), data.kind), source=Path(data.path).resolve().as_uri(),
+                          name=f"{data.name}:{data.split}", digest=data.sha256[:36])
+    with access("log the generated dataset input of the run"):
+        mlflow.log_input(dataset, context="generated", tags={"kind": data.kind, "sha256": data.sha256})
+
+
 def log_text_files(files: dict[str, str], artifact_dir: str) -> None:
     """Log in-memory reports (markdown, HTML, JSON) as files of the active run."""
     import mlflow
@@ -338,11 +352,12 @@ def log_results(model: TrainedModel, evaluation: Evaluation) -> None:
     log_tables(evaluation.tables)
 
 
-def log_gate(gate) -> None:
-    """The data gate's report (markdown, HTML, JSON) and verdict on the active run."""
+def log_gate(gate, name: str = "data_gate") -> None:
+    """The data gate's report (markdown, HTML, JSON) and verdict on the active run; `name` is the artifact folder
+    and file stem (`generated_data_gate` for the gate over a method's generated data)."""
     import mlflow
 
-    log_text_files({"data_gate.md": gate.to_markdown(), "data_gate.html": gate.to_html(),
-                    "data_gate.json": json_text(gate.to_dict())}, "data_gate")
+    log_text_files({f"{name}.md": gate.to_markdown(), f"{name}.html": gate.to_html(),
+                    f"{name}.json": json_text(gate.to_dict())}, name)
     with access("tag the run"):
-        mlflow.set_tag("paperline.gate_passed", str(gate.passed))
+        mlflow.set_tag(f"paperline.{name.removesuffix('data_gate')}gate_passed", str(gate.passed))

@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING
 
 from paperline.core.config import ProjectConfig
 from paperline.core.errors import PaperlineError
-from paperline.project.interface import ContractError, Evaluation, TrainedMethod, TrainingFreeMethod
+from paperline.project.interface import (
+    ContractError,
+    Evaluation,
+    GeneratingMethod,
+    TrainedMethod,
+    TrainingFreeMethod,
+)
 
 if TYPE_CHECKING:
     from paperline.project.discovery import Project
@@ -44,6 +50,12 @@ def check_method(module) -> list[str]:
         expected, found = _parameters(getattr(protocol, name)), _parameters(function)
         if found != expected:
             problems.append(f"`{name}` takes ({', '.join(found)}), the contract is ({', '.join(expected)})")
+    generate = getattr(module, "generate", None)
+    if generate is not None:
+        if not (callable(generate) and trains):
+            problems.append("`generate` writes training data, so it belongs to a method with `train`")
+        elif (found := _parameters(generate)) != (expected := _parameters(GeneratingMethod.generate)):
+            problems.append(f"`generate` takes ({', '.join(found)}), the contract is ({', '.join(expected)})")
     return problems
 
 

@@ -95,6 +95,10 @@ class Project:
     def trains(self) -> bool:
         return hasattr(self.method(), "train")
 
+    def generates(self) -> bool:
+        """Whether the method writes its own training data first (`GeneratingMethod.generate`)."""
+        return callable(getattr(self.method(), "generate", None))
+
     def build_model(self, cfg: ProjectConfig, data: ProjectData, ctx: RunContext) -> TrainedModel:
         """The method's `train` (or `prepare`, for a training-free method), with the learning curve of every
         `fit` it ran put on the result (`TrainedModel.history`): one place, for the flow, a torchrun rank and a

@@ -142,20 +142,51 @@ class UpstreamModel:
                 "run_id": self.run_id, "cache_key": self.cache_key}
 
 
+@dataclass(frozen=True)
+class GeneratedData:
+    """A dataset a method writes before it trains (an LM's triplets), returned by its `generate`.
+
+    `path` is one tab-separated file of data kind `kind` (read as split `split`). The platform treats it as a
+    dataset version of its own: the data gate checks it under its kind, its sha256 is its version (an MLflow
+    dataset input with that digest) and enters the training cache key, so a new generation retrains and an
+    unchanged one is a cache hit. `sha256` is filled by the platform once the file passed the gate.
+    """
+
+    name: str
+    kind: str
+    path: Path
+    split: str = "train"
+    sha256: str | None = None
+
+    def rows(self) -> list:
+        """The file's typed rows (the data kind's row type)."""
+        from paperline.data.datasets import read_frame
+        from paperline.data.kinds import get_kind
+
+        return get_kind(self.kind).rows(read_frame(Path(self.path), self.kind))
+
+
 @dataclass
 class RunContext:
-    """Where a method may write (its checkpoints and outputs), how it should report progress, and the
-    upstream models it consumes, by role."""
+    """Where a method may write (its checkpoints and outputs), how it should report progress, the upstream
+    models it consumes, by role, and the gated data its `generate` wrote, by name."""
 
     workdir: Path
     progress: bool = True
     upstream: dict[str, UpstreamModel] = field(default_factory=dict)
+    generated: dict[str, GeneratedData] = field(default_factory=dict)
 
     def upstream_model(self, role: str) -> UpstreamModel:
         if role not in self.upstream:
             raise ContractError(f"this run has no upstream model '{role}'; name it under `upstream:` in the config "
                                 f"(have: {', '.join(self.upstream) or 'none'})")
         return self.upstream[role]
+
+    def generated_data(self, name: str) -> GeneratedData:
+        if name not in self.generated:
+            raise ContractError(f"this run has no generated dataset '{name}': `generate` returns it and the platform "
+                                f"gates it before `train` (have: {', '.join(self.generated) or 'none'})")
+        return self.generated[name]
 
 
 @dataclass
@@ -196,6 +227,18 @@ class TrainedMethod(_Method, Protocol):
     """
 
     def train(self, cfg: Any, data: ProjectData, ctx: RunContext) -> TrainedModel: ...
+
+
+class GeneratingMethod(TrainedMethod, Protocol):
+    """A method that writes its own training data first (an LM generating NLI triplets).
+
+    `generate` runs before `train`, in a run-independent folder under `ctx.workdir` (it may resume there after a
+    kill and reuse a finished file); it returns the files it wrote. The platform gates each under its data kind,
+    logs it as an MLflow dataset input whose digest is its sha256, and keys the training cache on that digest;
+    `train` reads them from `ctx.generated`.
+    """
+
+    def generate(self, cfg: Any, data: ProjectData, ctx: RunContext) -> list[GeneratedData]: ...
 
 
 class TrainingFreeMethod(_Method, Protocol):
