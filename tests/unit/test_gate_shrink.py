@@ -16,14 +16,9 @@ from paperline.ops import cache
 from paperline.ops.store import AuditStore
 from paperline.project.card import DataNeed
 
+from gate_frames import stsb_frame
+
 SHRINK = "expect_table_row_count_to_be_between"
-
-
-def stsb_frame(rows: int, first_id: int = 0) -> pd.DataFrame:
-    ids = range(first_id, first_id + rows)
-    return pd.DataFrame({"score": [(i % 11) / 2 for i in ids],
-                         "sentence1": [f"A man number {i} is playing a guitar." for i in ids],
-                         "sentence2": [f"Person {i} plays an instrument." for i in ids]})
 
 
 def splits(train_rows: int) -> dict[str, pd.DataFrame]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,8 @@ import pytest
 from paperline.data.kinds import UnknownKindError, kind_names
 from paperline.data.quality import GateLimits, gate_splits
 from paperline.data.quality_report import GateResult
+
+from gate_frames import nli_frame, stsb_frame
 
 DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
 
@@ -27,32 +28,6 @@ def real_splits(dataset: str, names: tuple[str, ...]) -> dict[str, pd.DataFrame]
     if not folder.is_dir():
         pytest.skip(f"real data not found at {folder}")
     return {name: read_tsv(folder / f"{name}.tsv") for name in names}
-
-
-def stsb_frame(rows: int, first_id: int = 0) -> pd.DataFrame:
-    """A small clean STS-B-like split: distinct pairs, scores spread over [0, 5], STS-B's extra columns."""
-    ids = range(first_id, first_id + rows)
-    return pd.DataFrame(
-        {
-            "genre": "main-captions",
-            "sid": [f"{i:04d}" for i in ids],
-            "score": [(i % 11) / 2 for i in ids],
-            "sentence1": [f"A man number {i} is playing a guitar." for i in ids],
-            "sentence2": [f"Person {i} plays an instrument." for i in ids],
-        }
-    )
-
-
-def nli_frame(rows: int, first_id: int = 0) -> pd.DataFrame:
-    labels = ["entailment", "neutral", "contradiction"]
-    ids = range(first_id, first_id + rows)
-    return pd.DataFrame(
-        {
-            "premise": [f"Two dogs number {i} run on grass ." for i in ids],
-            "hypothesis": [f"Animal {i} is outside ." for i in ids],
-            "label": [labels[i % 3] for i in ids],
-        }
-    )
 
 
 @pytest.fixture
@@ -314,50 +289,6 @@ def test_gate_prints_nothing(stsb_splits, capfd):
     gate_splits("stsb", "scored_pairs", stsb_splits)
     captured = capfd.readouterr()
     assert (captured.out, captured.err) == ("", "")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Reports
-
-
-@pytest.fixture
-def failed_result(stsb_splits) -> GateResult:
-    _scores_out_of_range(stsb_splits)
-    stsb_splits["dev"].loc[8, "sentence1"] = "Tom said <b>hi</b> | bye"
-    stsb_splits["dev"].loc[8, "score"] = 11.0
-    return gate_splits("stsb", "scored_pairs", stsb_splits)
-
-
-def test_markdown_report_lists_every_expectation_and_the_failure(failed_result):
-    text = failed_result.to_markdown()
-    assert text.startswith("# Data gate: stsb (scored_pairs): FAILED (1 failed)\n")
-    table_rows = [line for line in text.splitlines() if line.startswith(("| train |", "| dev |", "| train+dev |"))]
-    assert len(table_rows) == failed_result.evaluated
-    assert "| dev | expect_column_values_to_be_between | score | **no** | 3 of 20 rows unexpected |" in text
-    assert "### stsb/dev: expect_column_values_to_be_between(score)" in text
-    assert "Tom said <b>hi</b> \\| bye" in text  # the pipe is escaped so that the sample table holds
-
-
-def test_html_report_is_standalone_and_escaped(failed_result):
-    page = failed_result.to_html()
-    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
-    assert "Tom said &lt;b&gt;hi&lt;/b&gt; | bye" in page and "<b>hi</b>" not in page
-    assert "<script" not in page and "http" not in page
-    assert page.count("<tr") == 1 + failed_result.evaluated + 1 + 3  # headers, outcomes, sample rows
-
-
-def test_dict_report_is_json_serialisable(failed_result):
-    data = json.loads(json.dumps(failed_result.to_dict()))
-    assert data["passed"] is False and data["dataset"] == "stsb" and data["kind"] == "scored_pairs"
-    assert data["failures"][0]["sample_rows"][0]["score"] == 7.5
-    assert len(data["outcomes"]) == data["evaluated"]
-    assert data["split_rows"] == {"train": 40, "dev": 20}
-
-
-def test_passed_report(stsb_splits):
-    result = gate_splits("stsb", "scored_pairs", stsb_splits)
-    assert result.to_markdown().startswith("# Data gate: stsb (scored_pairs): passed\n")
-    assert "## Failures" not in result.to_markdown() and "<h2>Failures</h2>" not in result.to_html()
 
 
 # ---------------------------------------------------------------------------------------------------------------
