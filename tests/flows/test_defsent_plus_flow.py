@@ -5,6 +5,7 @@ leaderboard reads, and the trained encoder registered and loadable as a sentence
 from __future__ import annotations
 
 import mlflow
+from contract_check import check_contract
 
 MODEL = "defsent_plus-smoke"
 
@@ -13,6 +14,7 @@ def test_smoke_run_scores_every_arm_and_registers_a_sentence_encoder(workspace):
     result = workspace.paperline("run", "defsent_plus", "--config", "smoke")
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"{MODEL} v1" in result.stdout and "data gate: passed" in result.stdout
+    check_contract(workspace, "defsent_plus", result)
 
     client = workspace.client()
     (run,) = client.search_runs([client.get_experiment_by_name("defsent_plus").experiment_id])

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from contract_check import check_contract
 from repo_copy import BIN
 
 READ_ARTIFACT = """
@@ -28,6 +29,7 @@ def test_classical_baselines_smoke_serves_sif_and_the_leaderboard_lists_it(works
 
     result = workspace.paperline("run", "classical_baselines", "--config", "smoke")
     assert result.returncode == 0, result.stderr[-3000:]
+    check_contract(workspace, "classical_baselines", result)
     assert "classical_baselines-smoke v1, alias champion (promoted)" in result.stdout
 
     # The served SIF model gives the embeddings the method computes from the same corpus rows (smoke: 500 pairs).

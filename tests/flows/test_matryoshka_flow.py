@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from contract_check import check_contract
 
 MODEL = "matryoshka_2d-smoke"
 BUDGETS = [(4, 384), (3, 128), (2, 64), (1, 32)]
@@ -29,6 +30,7 @@ def test_smoke_run_logs_the_grid_and_sets_one_alias_per_budget(elastic_workspace
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"{MODEL} v1, alias champion (promoted)" in result.stdout
     assert "budget alias: champion-l3-d128 -> l" in result.stdout
+    check_contract(ws, "matryoshka_2d", result)
 
     client = ws.client()
     (run,) = client.search_runs([client.get_experiment_by_name("matryoshka_2d").experiment_id])

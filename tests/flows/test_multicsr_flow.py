@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from contract_check import check_contract
+
 MODEL = "multicsr-smoke"
 
 
@@ -21,6 +23,7 @@ def test_smoke_run_generates_gates_and_scores_every_arm_then_hits_the_cache(work
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"{MODEL} v1" in result.stdout and "data gate: passed" in result.stdout
     assert "generating triplets" in result.stderr  # the generation's progress bar
+    check_contract(workspace, "multicsr", result)
 
     client = workspace.client()
     (run,) = client.search_runs([client.get_experiment_by_name("multicsr").experiment_id])

@@ -5,6 +5,7 @@ model is registered (the policy's floor for R10@1 keeps a 2-step smoke model fro
 from __future__ import annotations
 
 import pytest
+from contract_check import check_contract
 
 MODEL = "uni_encoder-smoke"
 
@@ -17,6 +18,7 @@ def test_uni_encoder_smoke_runs_registers_and_serves_scores(workspace):
     # 2 training steps leave the heads near chance: under the policy's floor (20), so v1 stays challenger
     assert f"{MODEL} v1, alias challenger" in result.stdout and "floor: failed" in result.stdout, result.stdout
     assert "test_r10_at_1" in result.stdout and "primary" in result.stdout, result.stdout
+    check_contract(workspace, "uni_encoder", result)
 
     client = workspace.client()
     run = client.search_runs([client.get_experiment_by_name("uni_encoder").experiment_id])[0]
