@@ -63,6 +63,10 @@ Rate = Callable[[Sequence[tuple[str, str]]], list[float]]
 
 
 def _chat(tokenizer, prompt: str) -> str:
+    """The prompt in the LM's chat template; a base LM without one (Gemma 3 270M's GGUF) gets it as plain text
+    followed by a new line, to be continued."""
+    if not getattr(tokenizer, "chat_template", None):
+        return f"{prompt}\n"
     return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                          add_generation_prompt=True)
 

@@ -337,11 +337,3 @@ def fit(model: Any, train_dataset: Any, loss: Any, settings: TrainSettings) -> T
         lr_scheduler=str(scheduler),
         history=history,
     )
-
-
-def set_cpu_threads() -> None:
-    """Use every core for intra-op work; torch's default can pick fewer under a container's CPU quota."""
-    import torch
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    torch.set_num_threads(max(1, cores))
