@@ -123,3 +123,16 @@ def test_key_params_and_cost_rules():
     assert cost_of({"a_encode_ms_per_1k": 3.0}) == 3.0
     assert cost_of({"a_encode_ms_per_1k": 3.0, "b_encode_ms_per_1k": 4.0}) is None
     assert TASKS["stsb"].test == "stsb_test_spearman" and TASKS["stsb"].dev == "stsb_dev_spearman"
+
+
+def test_a_champion_scored_on_capped_evaluation_rows_is_skipped_with_the_reason(client):
+    """A smoke config scores the first 40 rows: 93 there is not comparable with 83 on the whole split."""
+    client.add("sbert_sts-smoke", 1, tags=_tags("sbert_sts", stsb_test_spearman=93.1),
+               params={"evaluate.max_rows": "40", "evaluate.batch_size": "64"})
+    client.add("uncapped", 1, tags=_tags("sbert_sts", stsb_test_spearman=80.0), params={"evaluate.max_rows": "None"})
+    board = build_leaderboard(client, "stsb")
+    assert "sbert_sts-smoke" not in [r.model for r in board.rows] and "uncapped" in [r.model for r in board.rows]
+    assert "sbert_sts-smoke v1 (evaluated on the first 40 rows, not the whole split; --include-capped lists it)" \
+        in board.skipped
+    (smoke,) = [r for r in build_leaderboard(client, "stsb", include_capped=True).rows if r.model == "sbert_sts-smoke"]
+    assert smoke.params.endswith("(scored on the first 40 rows)")

@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "params, data version, encode cost; logged to MLflow (and Prefect)")
     leaderboard.add_argument("--task", default="stsb", choices=task_names(),
                              help="which task's metric ranks the champions (default: stsb)")
+    leaderboard.add_argument("--include-capped", action="store_true",
+                             help="also list champions scored on capped evaluation rows (smoke configs), marked")
     leaderboard.set_defaults(func=cmd_leaderboard)
     sub.add_parser("doctor", help="find runs that died (a kill, a crash) and close them: MLflow run, "
                    "half-registered version, aliases, lineage").set_defaults(func=cmd_doctor)

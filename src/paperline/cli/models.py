@@ -50,7 +50,7 @@ def cmd_leaderboard(args) -> int:
     settings = workspace_settings()
     if settings.prefect_api_url:
         check_api(settings.prefect_api_url)
-    board = build_leaderboard(connect(settings), args.task)
+    board = build_leaderboard(connect(settings), args.task, include_capped=args.include_capped)
     print(f"{args.task}: {board.spec.label}, champions best first")
     print_table(board.header(), board.text_rows())
     for skipped in board.skipped:

@@ -143,6 +143,15 @@ def key_params(params: dict[str, str]) -> str:
     return " ".join(f"{k}={'/'.join(found[k])}" for k in KEY_PARAMS if found.get(k)) or "-"
 
 
+def row_cap(params: dict[str, str]) -> str | None:
+    """`the first 40 rows` when the run's config capped its evaluation rows (`evaluate.max_rows`, as smoke configs
+    do), else None: such a score is not on the task's split and would top the table on easy rows."""
+    for key, value in params.items():
+        if key.startswith("evaluate.") and key.endswith("max_rows") and str(value) not in ("None", "", "0"):
+            return f"the first {value} rows"
+    return None
+
+
 def _natural(key: str) -> list:
     return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", key)]
 
@@ -156,9 +165,11 @@ def cost_of(metrics: dict[str, float]) -> float | None:
     return candidates[0] if len(candidates) == 1 else None
 
 
-def build_leaderboard(client: Any, task: str = "stsb") -> Leaderboard:
+def build_leaderboard(client: Any, task: str = "stsb", include_capped: bool = False) -> Leaderboard:
     """Every registered model's champion that reports `task`'s test metric, best first. `client` is an
-    `MlflowClient` (or anything with search_registered_models, get_model_version_by_alias and get_run)."""
+    `MlflowClient` (or anything with search_registered_models, get_model_version_by_alias and get_run). A champion
+    scored on capped evaluation rows (a smoke config) is left out with a note, or, with `include_capped`, listed
+    with the cap in its key params."""
     spec = task_spec(task)
     board = Leaderboard(task=task)
     for model in _pages(client.search_registered_models):
@@ -179,11 +190,17 @@ def build_leaderboard(client: Any, task: str = "stsb") -> Leaderboard:
         metrics = {k: float(v) for k, v in metrics.items()}
         if spec.test not in metrics:
             continue
+        capped = row_cap(params)  # a smoke config scores a few rows: not the task's split, not comparable
+        if capped and not include_capped:
+            board.skipped.append(f"{model.name} v{version.version} (evaluated on {capped}, not the whole split; "
+                                 "--include-capped lists it)")
+            continue
         lineage = {**run_tags, **tags}  # the version's own tags first
         board.rows.append(Row(
             project=lineage.get("paperline.project") or "-", model=model.name, version=str(version.version),
             test=metrics[spec.test], dev=metrics.get(spec.dev) if spec.dev else None,
-            extra={m: metrics.get(m) for m in spec.extra}, params=key_params(params),
+            extra={m: metrics.get(m) for m in spec.extra},
+            params=key_params(params) + (f" (scored on {capped})" if capped else ""),
             data_version=lineage.get("paperline.dataset_md5") or "-", cost_ms_per_1k=cost_of(metrics)))
     board.rows.sort(key=lambda r: r.test, reverse=True)  # every task's test metric is greater-is-better
     return board
