@@ -55,10 +55,11 @@ def plain(rows: Dataset, batch_size: int, out: Path, seed: int) -> tuple[float, 
 
 
 def paperline_job(rows: Dataset, batch_size: int, out: Path, checkpoint_every: int, group_by_length: bool,
-                  seed: int) -> tuple[float, SentenceTransformer]:
+                  seed: int, pool_batches: int = 50) -> tuple[float, SentenceTransformer]:
     model = SentenceTransformer(resolve_model_path(BASE), device="cpu")
     settings = TrainSettings(output_dir=out, batch_size=batch_size, checkpoint_every=checkpoint_every,
-                             progress=False, device="cpu", group_by_length=group_by_length, seed=seed)
+                             progress=False, device="cpu", group_by_length=group_by_length, seed=seed,
+                             group_pool_batches=pool_batches)
     started = time.perf_counter()
     fit(model, rows, CoSENTLoss(model), settings)
     return time.perf_counter() - started, model
@@ -69,13 +70,19 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=5749, help="STS-B train rows (all 5,749 = 360 steps at batch 16)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3, help="each with its own seed (0, 1, ...) for every job")
+    parser.add_argument("--pool-batches", type=int, nargs="+", default=[50],
+                        help="length-grouped jobs to run, one per pool size in batches (default: 50)")
+    parser.add_argument("--only-grouped", action="store_true",
+                        help="run only the length-grouped jobs (their ratio column is then against the first of them)")
     parser.add_argument("--checkpoint-every", type=int, default=50,
                         help="paperline checkpoints this often (the default config: every 100 of 360 steps)")
     args = parser.parse_args()
     from paperline.ml.evaluation import sts_spearman
 
     rows, test = stsb_rows(args.rows), stsb_test()
-    jobs = ["plain SentenceTransformerTrainer", "paperline (shuffled batches, default)", "paperline (length-grouped)"]
+    grouped = {f"paperline (length-grouped, pool {n})": n for n in args.pool_batches}
+    jobs = [*([] if args.only_grouped else ["plain SentenceTransformerTrainer", "paperline (shuffled batches, default)"]),
+            *grouped]
     times: dict[str, list[float]] = {name: [] for name in jobs}
     quality: dict[str, list[float]] = {name: [] for name in jobs}
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,7 +93,8 @@ def main() -> None:
                     seconds, model = plain(rows, args.batch_size, out, seed=repeat)
                 else:
                     seconds, model = paperline_job(rows, args.batch_size, out, args.checkpoint_every,
-                                                   group_by_length="grouped" in name, seed=repeat)
+                                                   group_by_length=name in grouped, seed=repeat,
+                                                   pool_batches=grouped.get(name, 50))
                 times[name].append(seconds)
                 quality[name].append(sts_spearman(model, test))
                 print(f"  repeat {repeat} (seed {repeat}) {name}: {seconds:.1f} s, STS-B test {quality[name][-1]:.2f}",

@@ -22,8 +22,8 @@ def dataset() -> Dataset:
                               "score": [rng.random() for _ in range(ROWS)]})
 
 
-def _sampler(dataset, seed=0, epoch=0, batch_size=16, drop_last=False) -> LengthGroupedBatchSampler:
-    sampler = LengthGroupedBatchSampler(dataset, batch_size=batch_size, drop_last=drop_last, seed=seed)
+def _sampler(dataset, seed=0, epoch=0, batch_size=16, drop_last=False, **kwargs) -> LengthGroupedBatchSampler:
+    sampler = LengthGroupedBatchSampler(dataset, batch_size=batch_size, drop_last=drop_last, seed=seed, **kwargs)
     sampler.set_epoch(epoch)
     return sampler
 
@@ -54,3 +54,7 @@ def test_grouped_batches_pad_less_than_random_ones(dataset):
     random.Random(0).shuffle(order)
     shuffled = [order[i:i + 16] for i in range(0, ROWS, 16)]
     assert padded(list(_sampler(dataset))) < 0.5 * padded(shuffled)
+    # smaller pools group less: a pool of one batch is a random batch
+    assert padded(list(_sampler(dataset))) < padded(list(_sampler(dataset, pool_batches=8))) \
+        < padded(list(_sampler(dataset, pool_batches=1)))
+    assert padded(list(_sampler(dataset, pool_batches=1))) > 0.8 * padded(shuffled)

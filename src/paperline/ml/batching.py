@@ -26,15 +26,16 @@ class LengthGroupedBatchSampler(DefaultBatchSampler):
     """Batches of similar-length rows in random order; a drop-in `batch_sampler` for sentence-transformers."""
 
     def __init__(self, dataset, batch_size: int, drop_last: bool, valid_label_columns=None, generator=None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, pool_batches: int = POOL_BATCHES) -> None:
         super().__init__(dataset, batch_size=batch_size, drop_last=drop_last,
                          valid_label_columns=valid_label_columns, generator=generator, seed=seed)
         self.lengths = text_lengths(dataset)
+        self.pool_batches = pool_batches
 
     def _batches(self) -> list[list[int]]:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(len(self.lengths), generator=generator).tolist()
-        pool = self.batch_size * POOL_BATCHES
+        pool = self.batch_size * self.pool_batches
         batches = []
         for start in range(0, len(order), pool):
             chunk = sorted(order[start : start + pool], key=self.lengths.__getitem__)

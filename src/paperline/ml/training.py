@@ -22,6 +22,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +179,7 @@ class TrainSettings:
     device: str = "auto"
     progress: bool = True
     group_by_length: bool = False  # length-grouped batches (paperline.ml.batching): less padding, same rows
+    group_pool_batches: int = 50  # batches per length-sorted pool: fewer pools mix lengths (and topics) more
     # regex over parameter names -> learning rate, e.g. {r"^head\\.": 1e-3} for a freshly initialised head in
     # the loss, which would barely move at an encoder's fine-tuning rate (sentence-transformers' mapping)
     learning_rate_mapping: dict[str, float] | None = None
@@ -306,7 +308,8 @@ def fit(model: Any, train_dataset: Any, loss: Any, settings: TrainSettings) -> T
         disable_tqdm=not (settings.progress and progress.verbose()),  # else paperline's own bar (ml.progress)
         use_cpu=device == "cpu",
         **({"learning_rate_mapping": settings.learning_rate_mapping} if settings.learning_rate_mapping else {}),
-        **({"batch_sampler": LengthGroupedBatchSampler} if settings.group_by_length else {}),
+        **({"batch_sampler": partial(LengthGroupedBatchSampler, pool_batches=settings.group_pool_batches)}
+           if settings.group_by_length else {}),
     )
     # the manifest comes last, after the loss's own weights: it vouches for every file of the checkpoint
     callbacks = [*([_save_loss_state_callback(loss, model)] if own_weights else []), _write_manifest_callback()]
