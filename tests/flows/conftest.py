@@ -22,7 +22,10 @@ PAPERLINE = BIN / "paperline"
 def prefect_api(tmp_path_factory):
     """One local Prefect server for every flow test (starting one costs ~15 s; runs then reuse it)."""
     home = tmp_path_factory.mktemp("prefect-home")
-    os.environ["PAPERLINE_PREFECT_PORT"] = "4290"  # not the user's 4200
+    # Not the user's 4200, and one port per pytest-xdist worker (gw0: 4290, gw1: 4291): a worker that found
+    # another's server on a shared port would lose it when that worker's session ends.
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    os.environ["PAPERLINE_PREFECT_PORT"] = str(4290 + int(worker or 0))
     url = ensure_local_server(home)
     yield url, home
     stop_local_server(home)

@@ -49,7 +49,8 @@ def test_version():
 
 
 def test_the_dashboard_of_the_local_server_talks_to_that_server(prefect_api):
-    """The tests' server runs on port 4290, not Prefect's default 4200: its dashboard must query 4290."""
+    """The tests' server runs on port 4290 (4291 on a second xdist worker), not Prefect's default 4200: its
+    dashboard must query that port."""
     import json
     import urllib.request
 

@@ -174,9 +174,11 @@ def test_a_failed_job_is_one_line_with_its_exit_code_and_last_stderr_lines(tmp_p
 
 
 INTERRUPTED_PARENT = """
-import _thread, io, sys, threading, time
+import _thread, io, signal, sys, threading, time
 from pathlib import Path
 from paperline.project import distributed_job as dj
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a pytest-xdist worker's children inherit SIGINT ignored
 
 pid_file = Path(sys.argv[1])
 sleeper = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
@@ -196,7 +198,8 @@ except KeyboardInterrupt:
 
 
 def test_an_interrupt_stops_the_child_before_it_goes_on(tmp_path):
-    # In a process of its own: the interrupt goes to the main thread, which under pytest-xdist is not the test's.
+    # In a process of its own: the interrupt goes to the main thread, which under pytest-xdist is not the test's
+    # (and SIGINT is ignored there).
     pid_file = tmp_path / "pid"
     parent = subprocess.run([sys.executable, "-c", INTERRUPTED_PARENT, str(pid_file)], capture_output=True,
                             text=True, timeout=120, check=False)
