@@ -37,6 +37,11 @@ def _premise_triplets(count: int, seed: int) -> list:
     return method.human_triplets(rows, count, seed)
 
 
+def same(a: str, b: str) -> bool:
+    """Whether `a` is `b` copied, up to case, spaces and punctuation."""
+    return re.sub(r"\W+", "", a.lower()) == re.sub(r"\W+", "", b.lower())
+
+
 def _separation(pairs: list[tuple[float, float]]) -> tuple[float, float]:
     """(mean entailment rating - mean contradiction rating, share of rows with the entailment rated higher)."""
     return (statistics.fmean(e - c for e, c in pairs), sum(e > c for e, c in pairs) / len(pairs))
@@ -45,6 +50,8 @@ def _separation(pairs: list[tuple[float, float]]) -> tuple[float, float]:
 def measure(lm: str, triplets: list, batch_size: int, max_new_tokens: int, seed: int) -> dict:
     import torch
 
+    from paperline.data.datasets import read_frame
+    from paperline.data.kinds import get_kind
     from paperline.ml.causal_lm import load_causal_lm
     from paperline.project.discovery import project_module
 
@@ -63,9 +70,6 @@ def measure(lm: str, triplets: list, batch_size: int, max_new_tokens: int, seed:
         report = gen.generate_triplets(premises, path, gen.chat_writer(model, tokenizer, seed, 0.7),
                                        gen.chat_rater(model, tokenizer), batch_size=batch_size,
                                        max_new_tokens=max_new_tokens, progress=False)
-        from paperline.data.datasets import read_frame
-        from paperline.data.kinds import get_kind
-
         rows = get_kind("nli_generated").rows(read_frame(path, "nli_generated"))
     rate = gen.chat_rater(model, tokenizer)
     with torch.inference_mode():
@@ -73,9 +77,6 @@ def measure(lm: str, triplets: list, batch_size: int, max_new_tokens: int, seed:
     n = len(triplets)
     generated_gap, generated_share = _separation([(r.entailment_score, r.contradiction_score) for r in rows])
     human_gap, human_share = _separation(list(zip(human[:n], human[n:])))
-    def same(a: str, b: str) -> bool:  # the premise copied, up to case, spaces and punctuation
-        return re.sub(r"\W+", "", a.lower()) == re.sub(r"\W+", "", b.lower())
-
     return {
         "lm": Path(lm).name if lm.endswith(".gguf") else lm.split("/")[-1],
         "params_M": params / 1e6, "first_load_s": first_load, "reload_s": reload,

@@ -33,13 +33,8 @@ from paperline.project.sections import scored_pairs_dataset
 BASE = "sentence-transformers/all-MiniLM-L6-v2"
 
 
-def stsb_rows(n: int) -> Dataset:
-    ref = DatasetRef("stsb", "scored_pairs", find_root() / "data" / "stsb", "")
-    return scored_pairs_dataset(read_split(ref, "train"), n)
-
-
-def stsb_test() -> list:
-    return read_split(DatasetRef("stsb", "scored_pairs", find_root() / "data" / "stsb", ""), "test")
+def stsb_split(split: str) -> list:
+    return read_split(DatasetRef("stsb", "scored_pairs", find_root() / "data" / "stsb", ""), split)
 
 
 def plain(rows: Dataset, batch_size: int, out: Path, seed: int) -> tuple[float, SentenceTransformer]:
@@ -72,17 +67,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="each with its own seed (0, 1, ...) for every job")
     parser.add_argument("--pool-batches", type=int, nargs="+", default=[50],
                         help="length-grouped jobs to run, one per pool size in batches (default: 50)")
-    parser.add_argument("--only-grouped", action="store_true",
-                        help="run only the length-grouped jobs (their ratio column is then against the first of them)")
     parser.add_argument("--checkpoint-every", type=int, default=50,
                         help="paperline checkpoints this often (the default config: every 100 of 360 steps)")
     args = parser.parse_args()
     from paperline.ml.evaluation import sts_spearman
 
-    rows, test = stsb_rows(args.rows), stsb_test()
+    rows, test = scored_pairs_dataset(stsb_split("train"), args.rows), stsb_split("test")
     grouped = {f"paperline (length-grouped, pool {n})": n for n in args.pool_batches}
-    jobs = [*([] if args.only_grouped else ["plain SentenceTransformerTrainer", "paperline (shuffled batches, default)"]),
-            *grouped]
+    jobs = ["plain SentenceTransformerTrainer", "paperline (shuffled batches, default)", *grouped]
     times: dict[str, list[float]] = {name: [] for name in jobs}
     quality: dict[str, list[float]] = {name: [] for name in jobs}
     with tempfile.TemporaryDirectory() as tmp:

@@ -25,7 +25,6 @@ import logging
 import shutil
 import time
 from contextlib import ExitStack
-from dataclasses import replace
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -40,7 +39,6 @@ from paperline.core.config import flatten
 from paperline.core.errors import PaperlineError
 from paperline.core.settings import Settings
 from paperline.data.datasets import dataset_ref, remote_url, resolve_data_version
-from paperline.data.derived import sha256_file
 from paperline.data.quality import gate_datasets, gate_files
 from paperline.data.quality_report import GateOutcome
 from paperline.ops import run_views, tracking, upstream
@@ -119,10 +117,10 @@ def evaluate(project: Project, model: TrainedModel, cfg, data: ProjectData, key:
 
 
 @task(name="generate data", cache_policy=NO_CACHE, persist_result=False)
-def generate_data(project: Project, cfg, data: ProjectData, ctx: RunContext) -> list[GeneratedData]:
+def generate_data(project: Project, cfg, data: ProjectData, runs_dir: Path, models: dict) -> dict[str, GeneratedData]:
     """A generating method's first stage (an LM writing triplets). Not cached by Prefect: the method resumes and
     reuses its own files, and the files' sha256, known only once they exist, keys the training cache."""
-    return list(project.method().generate(cfg, data, ctx))
+    return project.generate(cfg, data, runs_dir, models)
 
 
 # Never cached: registration and the policy run every time (and a registry cannot be hashed into a key).
@@ -160,19 +158,15 @@ def generate_and_gate(project: Project, cfg, data: ProjectData, settings: Settin
     """Run the method's `generate` in its project's own folder (a killed generation resumes there), then gate
     every file it wrote under its data kind; a file that passes is an MLflow dataset input digested by its
     sha256. Returns the files by name, their sha256 filled, and the gate's outcome."""
-    ctx = RunContext(workdir=settings.runs_dir / f"{project.name}-generated", upstream=models)
-    files = generate_data(project, cfg, data, ctx)
-    gate = gate_files([(g.name, g.kind, Path(g.path), g.split) for g in files])
+    generated = generate_data(project, cfg, data, settings.runs_dir, models)
+    gate = gate_files([(g.name, g.kind, Path(g.path), g.split) for g in generated.values()])
     create_markdown_artifact(key=_artifact_key("generated-data-gate"), markdown=gate.to_markdown(),
                              description="data gate over the generated data")
     for line in gate.summary_lines():
         get_run_logger().info(f"generated data: {line}")
     tracking.log_gate(gate, "generated_data_gate")
-    generated = {}
-    for g in files:
-        generated[g.name] = replace(g, sha256=sha256_file(Path(g.path)))
-        if gate.passed:
-            tracking.log_generated_dataset(generated[g.name])
+    for g in generated.values() if gate.passed else ():
+        tracking.log_generated_dataset(g)
     return generated, gate
 
 

@@ -22,7 +22,7 @@ from paperline.core.errors import PaperlineError
 from paperline.project.card import MethodCard
 
 if TYPE_CHECKING:
-    from paperline.project.interface import ProjectData, RunContext, TrainedModel
+    from paperline.project.interface import GeneratedData, ProjectData, RunContext, TrainedModel
 
 
 class ProjectError(PaperlineError, LookupError):
@@ -98,6 +98,20 @@ class Project:
     def generates(self) -> bool:
         """Whether the method writes its own training data first (`GeneratingMethod.generate`)."""
         return callable(getattr(self.method(), "generate", None))
+
+    def generate(self, cfg: ProjectConfig, data: ProjectData, runs_dir: Path, upstream: dict | None = None,
+                 progress: bool = True) -> dict[str, GeneratedData]:
+        """The method's `generate`, in the project's own folder under `runs_dir` (shared by its runs, so a killed
+        generation resumes there), the files by name with their sha256 filled; one place for the flow (which
+        gates them) and a local run (which does not)."""
+        from dataclasses import replace
+
+        from paperline.data.derived import sha256_file
+        from paperline.project.interface import RunContext
+
+        ctx = RunContext(workdir=Path(runs_dir) / f"{self.name}-generated", progress=progress,
+                         upstream=upstream or {})
+        return {g.name: replace(g, sha256=sha256_file(Path(g.path))) for g in self.method().generate(cfg, data, ctx)}
 
     def build_model(self, cfg: ProjectConfig, data: ProjectData, ctx: RunContext) -> TrainedModel:
         """The method's `train` (or `prepare`, for a training-free method), with the learning curve of every

@@ -13,12 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from paperline.core.settings import Settings
 from paperline.data.datasets import DataVersion, dataset_ref, read_pointer
-from paperline.data.derived import sha256_file
 from paperline.project.discovery import get_project
 from paperline.project.interface import Evaluation, ProjectData, RunContext, TrainedModel
 
@@ -35,8 +33,7 @@ def run_locally(project_name: str, config_name: str = "default", overrides: list
     ctx = RunContext(workdir=Path(workdir or settings.workspace / "runs" / f"local-{project_name}-{config_name}"),
                      progress=False)
     if project.generates():  # a generating method's files, unchecked here (the gate runs in `paperline run`)
-        made = project.method().generate(cfg, data, replace(ctx, workdir=ctx.workdir.parent / f"{project_name}-generated"))
-        ctx.generated = {g.name: replace(g, sha256=sha256_file(Path(g.path))) for g in made}
+        ctx.generated = project.generate(cfg, data, settings.runs_dir, progress=False)
     model = project.build_model(cfg, data, ctx)
     return model, project.method().evaluate(model, cfg, data, ctx)
 
