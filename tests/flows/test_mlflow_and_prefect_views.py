@@ -64,6 +64,9 @@ def test_the_registered_version_and_its_logged_model_are_linked_both_ways(shared
     assert logged.name == "sbert_sts" and logged.source_run_id == runs[0].info.run_id
     links = json.loads(logged.tags["mlflow.modelVersions"])  # the logged model's page: registered, not a button
     assert [(v["name"], str(v["version"])) for v in links] == [(MODEL, "1")]
+    # its page's "Datasets used" and each metric's dataset: the STS-B input the scores were measured on
+    scored = {m.key: m.dataset_name for m in logged.metrics if m.key.endswith("spearman")}
+    assert scored and all(name == "stsb:train+dev+test" for name in scored.values()), scored
 
 
 def test_the_model_has_a_real_signature_and_refuses_integers(shared_workspace, runs):

@@ -22,7 +22,7 @@ def register_and_promote(registry: ModelRegistry, policy: Policy, card: MethodCa
         summary.model_version = existing
     else:
         summary.model_version = registry.register(
-            name=summary.model_name, model_uri=tracking.log_model(model, name=summary.project),
+            name=summary.model_name, model_uri=tracking.log_model(model, name=summary.project, metrics=summary.metrics),
             run_id=summary.mlflow_run_id,
             tags=version_tags(card, cache_key, summary.metrics, lineage.tags()), flow_run_id=summary.flow_run_id)
     # Under the model's lock from reading the champion to moving it: a promotion in between would make the

@@ -301,10 +301,11 @@ def log_tables(tables: dict[str, dict[str, list]]) -> None:
             mlflow.log_table(data=columns, artifact_file=f"{name}.json")
 
 
-def log_model(model: TrainedModel, name: str = "model") -> str:
+def log_model(model: TrainedModel, name: str = "model", metrics: dict[str, float] | None = None) -> str:
     """Log the trained model to the active run in its flavor, as a logged model called `name` (the project's);
     returns the URI to register. A sentence-transformers model gets a signature (strings in, a float32 vector of
-    its dimension out) and an input example; a pyfunc its spec's input example (its schema is its type hint)."""
+    its dimension out) and an input example; a pyfunc its spec's input example (its schema is its type hint).
+    `metrics` (the evaluation's) are linked to the logged model with the dataset each was measured on."""
     import mlflow
 
     from paperline.ops.run_views import embedding_signature
@@ -324,6 +325,10 @@ def log_model(model: TrainedModel, name: str = "model") -> str:
             )
         else:
             info = mlflow.pyfunc.log_model(name=name, **model.serving.log_model_kwargs())
+        # MLflow links the run's metrics to the model without their dataset; these rows carry it
+        for dataset, group in _metrics_by_dataset(metrics or {}):
+            if dataset is not None:
+                mlflow.log_metrics(group, dataset=dataset, model_id=info.model_id)
     return info.model_uri
 
 
@@ -350,6 +355,22 @@ def log_results(model: TrainedModel, evaluation: Evaluation) -> None:
             mlflow.log_artifact(str(path), "evaluation")
     run_views.log_predictions(getattr(evaluation, "predictions", None) or {})
     log_tables(evaluation.tables)
+
+
+def _metrics_by_dataset(metrics: dict[str, float]) -> list[tuple[Any, dict[str, float]]]:
+    """The evaluation's metrics grouped by the run's dataset input they were measured on (`stsb_test_spearman`
+    on the `stsb:...` input, by its name), None for the rest: the logged model's page lists them under
+    "Datasets used" and beside each metric."""
+    import mlflow
+
+    run = mlflow.active_run()
+    inputs = mlflow.MlflowClient().get_run(run.info.run_id).inputs.dataset_inputs if run else []
+    datasets = {d.dataset.name.split(":")[0]: d.dataset for d in inputs}
+    grouped: dict[str | None, dict[str, float]] = {}
+    for key, value in metrics.items():
+        name = next((name for name in datasets if f"{name}_" in key), None)
+        grouped.setdefault(name, {})[key] = value
+    return [(datasets.get(name) if name else None, group) for name, group in grouped.items()]
 
 
 def log_gate(gate, name: str = "data_gate") -> None:
