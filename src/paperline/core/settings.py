@@ -12,6 +12,7 @@ that overrides it, so the same commands work on a laptop and against team server
 |                     | tracking URI, the server's own store      |                          |
 | audit/lineage store | sqlite:///<workspace>/paperline.db         | PAPERLINE_STORE_URL      |
 | Prefect API         | a local server kept in <workspace>/prefect| PREFECT_API_URL          |
+| token cache         | <workspace>/cache/tokens                  | PAPERLINE_TOKEN_CACHE    |
 
 Nothing here runs at import time; `Settings.from_env()` reads the environment when called.
 """
@@ -111,6 +112,8 @@ def quiet_environment(settings: Settings) -> None:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
         "PREFECT_LOCAL_STORAGE_PATH": str(settings.results_dir),
+        # the training set's token ids, kept per dataset version and tokenizer (paperline.ml.token_cache)
+        "PAPERLINE_TOKEN_CACHE": str(settings.workspace / "cache" / "tokens"),
         "GX_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",  # DVC and others honour it
         "TOKENIZERS_PARALLELISM": "false",  # no fork warning from the tokenizers' thread pool

@@ -180,6 +180,11 @@ class TrainSettings:
     progress: bool = True
     group_by_length: bool = False  # length-grouped batches (paperline.ml.batching): less padding, same rows
     group_pool_batches: int = 50  # batches per length-sorted pool: fewer pools mix lengths (and topics) more
+    # the fast path: ids from the token cache (paperline.ml.token_cache: tokenized once per dataset version and
+    # tokenizer), and on CUDA a fused AdamW, pinned memory and, as an option, torch.compile
+    token_cache: bool = True
+    compile: bool = False  # torch.compile the model (CUDA; minutes of compilation before the first step)
+    dataloader_workers: int = 0  # worker processes building batches (0: in the training process)
     # regex over parameter names -> learning rate, e.g. {r"^head\\.": 1e-3} for a freshly initialised head in
     # the loss, which would barely move at an encoder's fine-tuning rate (sentence-transformers' mapping)
     learning_rate_mapping: dict[str, float] | None = None
@@ -253,6 +258,62 @@ def _load_loss_state(loss: Any, model: Any, checkpoint: Path) -> None:
             param.copy_(saved[name].to(param.device))
 
 
+def training_arguments(settings: TrainSettings, device: str, precision: str) -> dict[str, Any]:
+    """The trainer's arguments for these settings on this device: PyTorch's fused AdamW (one kernel for the whole
+    update instead of several per parameter; transformers' default too, named so a change of default does not
+    change our runs), pinned host memory for the batches (the default), and on CUDA bf16 autocast where the card
+    has it and torch.compile when asked (on a CPU compile costs minutes for little)."""
+    from paperline.ml import progress
+    from paperline.ml.batching import LengthGroupedBatchSampler
+
+    cuda = device.startswith("cuda")
+    return dict(
+        output_dir=str(settings.output_dir),
+        num_train_epochs=settings.epochs,
+        max_steps=settings.max_steps,
+        per_device_train_batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+        warmup_steps=settings.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        seed=settings.seed,
+        data_seed=settings.seed,
+        bf16=precision == "bf16",
+        optim="adamw_torch_fused",
+        torch_compile=settings.compile and cuda,
+        dataloader_num_workers=settings.dataloader_workers,
+        save_strategy="steps",
+        save_steps=settings.checkpoint_every,
+        save_total_limit=2,
+        logging_steps=max(1, min(50, settings.checkpoint_every)),
+        report_to="none",
+        disable_tqdm=not (settings.progress and progress.verbose()),  # else paperline's own bar (ml.progress)
+        use_cpu=device == "cpu",
+        **({"learning_rate_mapping": settings.learning_rate_mapping} if settings.learning_rate_mapping else {}),
+        **({"batch_sampler": partial(LengthGroupedBatchSampler, pool_batches=settings.group_pool_batches)}
+           if settings.group_by_length else {}),
+    )
+
+
+def use_token_cache(trainer: Any, model: Any, train_dataset: Any) -> bool:
+    """Serve the trainer's collator from the token cache (paperline.ml.token_cache); False where it does not
+    apply (a CrossEncoder, whose loss tokenizes pairs itself, or a model whose first module is not a text
+    Transformer). Every rank reads the same content-addressed entry; rank 0 builds it first."""
+    from paperline.ml import token_cache
+
+    collator = getattr(trainer, "data_collator", None)
+    original = getattr(collator, "preprocess_fn", None)
+    if original is None or not hasattr(model, "preprocess"):
+        return False
+    if is_main_process():
+        cached = token_cache.cached_preprocess(model, train_dataset, original)
+    barrier()
+    if not is_main_process():
+        cached = token_cache.cached_preprocess(model, train_dataset, original)
+    if cached is None:
+        return False
+    collator.preprocess_fn = cached
+    return True
+
+
 def fit(model: Any, train_dataset: Any, loss: Any, settings: TrainSettings) -> TrainResult:
     """Train `model` on a `datasets.Dataset` with a sentence-transformers loss, resuming when possible.
 
@@ -264,7 +325,6 @@ def fit(model: Any, train_dataset: Any, loss: Any, settings: TrainSettings) -> T
     the effective batch is `batch_size` x processes); `output_dir` must be one folder every rank sees (a shared
     filesystem across nodes).
     """
-    from paperline.ml.batching import LengthGroupedBatchSampler
     from paperline.ml import progress
 
     init_distributed()
@@ -290,30 +350,12 @@ def fit(model: Any, train_dataset: Any, loss: Any, settings: TrainSettings) -> T
     resumed_step = int(json.loads((resume_from / "trainer_state.json").read_text())["global_step"]) if resume_from else 0
     if resume_from and own_weights:
         _load_loss_state(loss, model, resume_from)
-    args = args_class(
-        output_dir=str(settings.output_dir),
-        num_train_epochs=settings.epochs,
-        max_steps=settings.max_steps,
-        per_device_train_batch_size=settings.batch_size,
-        learning_rate=settings.learning_rate,
-        warmup_steps=settings.warmup_ratio,  # a float below 1 is a ratio of the total steps
-        seed=settings.seed,
-        data_seed=settings.seed,
-        bf16=precision == "bf16",
-        save_strategy="steps",
-        save_steps=settings.checkpoint_every,
-        save_total_limit=2,
-        logging_steps=max(1, min(50, settings.checkpoint_every)),
-        report_to="none",
-        disable_tqdm=not (settings.progress and progress.verbose()),  # else paperline's own bar (ml.progress)
-        use_cpu=device == "cpu",
-        **({"learning_rate_mapping": settings.learning_rate_mapping} if settings.learning_rate_mapping else {}),
-        **({"batch_sampler": partial(LengthGroupedBatchSampler, pool_batches=settings.group_pool_batches)}
-           if settings.group_by_length else {}),
-    )
+    args = args_class(**training_arguments(settings, device, precision))
     # the manifest comes last, after the loss's own weights: it vouches for every file of the checkpoint
     callbacks = [*([_save_loss_state_callback(loss, model)] if own_weights else []), _write_manifest_callback()]
     trainer = trainer_class(model=model, args=args, train_dataset=train_dataset, loss=loss, callbacks=callbacks)
+    if settings.token_cache:
+        use_token_cache(trainer, model, train_dataset)
     if not progress.verbose():
         progress.quiet_trainer(trainer)
         if settings.progress:

@@ -39,6 +39,9 @@ class FitSection(StrictModel):
     # over three seeds (README, benchmark (a)); `group_pool_batches`: batches per length-sorted pool
     group_by_length: bool = False
     group_pool_batches: int = Field(50, ge=1)
+    # ids from the token cache, tokenized once per dataset version and tokenizer (paperline.ml.token_cache)
+    token_cache: bool = True
+    compile: bool = False  # torch.compile on CUDA (minutes of compilation first); ignored on a CPU
     # > 1: the train step runs under `torchrun --standalone` with this many processes (DDP; nccl on CUDA, gloo on
     # the CPU); `batch_size` is then per process. `auto`: one per CUDA device (1 without CUDA). Only methods
     # that declare RANK_SAFE = True accept it (paperline.project.distributed_job).
@@ -52,7 +55,8 @@ class FitSection(StrictModel):
             learning_rate=self.learning_rate, warmup_ratio=self.warmup_ratio, seed=seed,
             checkpoint_every=self.checkpoint_every, max_steps=self.max_steps, device=self.device,
             progress=progress, group_by_length=self.group_by_length,
-            group_pool_batches=self.group_pool_batches, **extra,
+            group_pool_batches=self.group_pool_batches, token_cache=self.token_cache, compile=self.compile,
+            **extra,
         )
 
 
