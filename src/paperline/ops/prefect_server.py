@@ -48,13 +48,28 @@ def _state_file(prefect_home: Path) -> Path:
     return prefect_home / "server.json"
 
 
+def serves_home(api_url: str, prefect_home: Path, timeout: float = 2.0) -> bool:
+    """Whether the server at `api_url` is the one kept in `prefect_home` (its settings name that PREFECT_HOME).
+
+    A health check alone cannot tell two local servers apart: when two workspaces start theirs at the same
+    moment on the same preferred port, the second one's server cannot bind it and the first one's answers the
+    second's health check, which then ran its flows on another workspace's server (and lost them when it stopped).
+    """
+    try:
+        with urllib.request.urlopen(f"{api_url}/admin/settings", timeout=timeout) as response:
+            home = json.load(response).get("home")
+    except (OSError, ValueError):
+        return False
+    return bool(home) and Path(home).resolve() == prefect_home.resolve()
+
+
 def running_server(prefect_home: Path) -> dict | None:
-    """The recorded local server if it answers, else None."""
+    """The recorded local server if it answers and is this workspace's, else None."""
     try:
         state = json.loads(_state_file(prefect_home).read_text())
     except (OSError, ValueError):
         return None
-    return state if healthy(state["api_url"]) else None
+    return state if healthy(state["api_url"]) and serves_home(state["api_url"], prefect_home) else None
 
 
 def _free_port(preferred: int) -> int:
@@ -74,7 +89,21 @@ def ensure_local_server(prefect_home: Path, timeout: float = 120.0, announce=pri
     if state:
         return state["api_url"]
     prefect_home.mkdir(parents=True, exist_ok=True)
-    port = _free_port(int(os.environ.get("PAPERLINE_PREFECT_PORT", DEFAULT_PORT)))
+    preferred = int(os.environ.get("PAPERLINE_PREFECT_PORT", DEFAULT_PORT))
+    deadline = time.monotonic() + timeout
+    # A second try on a free port the system picks when another server took the preferred one between our
+    # check that it was free and our server's bind (two workspaces starting at once).
+    for port in (_free_port(preferred), None):
+        api_url = _start_and_wait(prefect_home, port if port is not None else _free_port(0), deadline, announce)
+        if api_url:
+            return api_url
+    raise PrefectServerError(f"the local Prefect server could not get a port of its own; see "
+                             f"{prefect_home / 'server.log'}")
+
+
+def _start_and_wait(prefect_home: Path, port: int, deadline: float, announce) -> str | None:
+    """Start the server on `port` and wait until it answers as this workspace's; None when another server holds
+    the port (ours could not bind it)."""
     api_url = f"http://127.0.0.1:{port}/api"
     log_path = prefect_home / "server.log"
     announce(f"starting the local Prefect server on http://127.0.0.1:{port} (once; later runs reuse it)")
@@ -92,16 +121,17 @@ def ensure_local_server(prefect_home: Path, timeout: float = 120.0, announce=pri
             env=env,
             start_new_session=True,  # outlives this process: the next run reuses it
         )
-    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise PrefectServerError(f"the local Prefect server exited with code {process.returncode}; see {log_path}")
-        if healthy(api_url):
+        if healthy(api_url) and serves_home(api_url, prefect_home):
             _state_file(prefect_home).write_text(json.dumps({"pid": process.pid, "api_url": api_url}))
             return api_url
+        if process.poll() is not None:
+            if healthy(api_url):  # another workspace's server answers on the port ours could not bind
+                return None
+            raise PrefectServerError(f"the local Prefect server exited with code {process.returncode}; see {log_path}")
         time.sleep(0.2)
     process.terminate()
-    raise PrefectServerError(f"the local Prefect server did not answer within {timeout:.0f} s; see {log_path}")
+    raise PrefectServerError(f"the local Prefect server did not answer within the time allowed; see {log_path}")
 
 
 def stop_local_server(prefect_home: Path) -> bool:
