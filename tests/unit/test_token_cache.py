@@ -122,3 +122,18 @@ def _saved(model, tmp_path: Path) -> str:
     if not folder.exists():
         model.save(str(folder))
     return str(folder)
+
+
+def test_a_cross_encoder_keeps_its_own_tokenization(model, tmp_path):
+    """A CrossEncoder's batches are pairs its loss tokenizes together: no cache entry is built for it."""
+    from datasets import Dataset
+    from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer
+
+    from paperline.ml.training import use_token_cache
+
+    encoder = CrossEncoder(_saved(model, tmp_path), num_labels=1, device="cpu")
+    rows = Dataset.from_dict({"sentence1": ["a b", "c"], "sentence2": ["b a", "d"], "score": [1.0, 0.0]})
+    trainer = CrossEncoderTrainer(model=encoder, train_dataset=rows)
+    before = _entries(token_cache.default_dir())
+    assert use_token_cache(trainer, encoder, rows) is False
+    assert _entries(token_cache.default_dir()) == before

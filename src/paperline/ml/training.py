@@ -297,11 +297,13 @@ def use_token_cache(trainer: Any, model: Any, train_dataset: Any) -> bool:
     """Serve the trainer's collator from the token cache (paperline.ml.token_cache); False where it does not
     apply (a CrossEncoder, whose loss tokenizes pairs itself, or a model whose first module is not a text
     Transformer). Every rank reads the same content-addressed entry; rank 0 builds it first."""
+    from sentence_transformers import SentenceTransformer
+
     from paperline.ml import token_cache
 
     collator = getattr(trainer, "data_collator", None)
     original = getattr(collator, "preprocess_fn", None)
-    if original is None or not hasattr(model, "preprocess"):
+    if original is None or not isinstance(model, SentenceTransformer):
         return False
     if is_main_process():
         cached = token_cache.cached_preprocess(model, train_dataset, original)
