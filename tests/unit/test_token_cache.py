@@ -133,7 +133,10 @@ def test_a_cross_encoder_keeps_its_own_tokenization(model, tmp_path):
 
     encoder = CrossEncoder(_saved(model, tmp_path), num_labels=1, device="cpu")
     rows = Dataset.from_dict({"sentence1": ["a b", "c"], "sentence2": ["b a", "d"], "score": [1.0, 0.0]})
-    trainer = CrossEncoderTrainer(model=encoder, train_dataset=rows)
+    from sentence_transformers.cross_encoder import CrossEncoderTrainingArguments
+
+    args = CrossEncoderTrainingArguments(output_dir=str(tmp_path / "trainer"), report_to="none", use_cpu=True)
+    trainer = CrossEncoderTrainer(model=encoder, args=args, train_dataset=rows)
     before = _entries(token_cache.default_dir())
     assert use_token_cache(trainer, encoder, rows) is False
     assert _entries(token_cache.default_dir()) == before
