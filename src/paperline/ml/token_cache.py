@@ -149,6 +149,10 @@ def load_or_build(model: Any, texts: Iterable[str], cache_dir: Path | None = Non
                 stored = np.load(arrays, allow_pickle=False)
                 extra = json.loads(listing.read_text())
                 if extra["texts"] == texts:
+                    # A fast tokenizer keeps its last padding and truncation settings and saves them into
+                    # tokenizer.json with every checkpoint: leave it as building the entry would, so a rank that
+                    # read the entry saves the same file as the rank that built it.
+                    model.preprocess(texts[:1])
                     type_ids = stored["type_ids"] if "type_ids" in stored.files else None
                     return TokenTable(texts, stored["offsets"], stored["ids"], type_ids, tokenizer.pad_token_id,
                                       pad_left, extra["extra"])
