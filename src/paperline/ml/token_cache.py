@@ -50,9 +50,10 @@ def tokenizer_fingerprint(model: Any) -> str | None:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
-def texts_digest(texts: Iterable[str]) -> str:
+def texts_digest(texts: list[str]) -> str:
+    """sha256 over `texts` in their order (`load_or_build` passes them sorted and distinct: a set's digest)."""
     digest = hashlib.sha256()
-    for text in sorted(set(texts)):
+    for text in texts:
         digest.update(hashlib.sha256(text.encode()).digest())
     return digest.hexdigest()
 

@@ -93,8 +93,8 @@ def ensure_local_server(prefect_home: Path, timeout: float = 120.0, announce=pri
     deadline = time.monotonic() + timeout
     # A second try on a free port the system picks when another server took the preferred one between our
     # check that it was free and our server's bind (two workspaces starting at once).
-    for port in (_free_port(preferred), None):
-        api_url = _start_and_wait(prefect_home, port if port is not None else _free_port(0), deadline, announce)
+    for wanted in (preferred, 0):
+        api_url = _start_and_wait(prefect_home, _free_port(wanted), deadline, announce)
         if api_url:
             return api_url
     raise PrefectServerError(f"the local Prefect server could not get a port of its own; see "
