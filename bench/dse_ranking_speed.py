@@ -45,7 +45,7 @@ def _registered(teacher_uri: str, student_uri: str, folder: Path):
 
     from paperline.ml import cross_encoder
     from paperline.core.settings import Settings
-    from paperline.ops.tracking import connect
+    from paperline.ops.tracking.client import connect
 
     import dse
 

@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--config", default="default")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
-    from paperline.ops.prefect_server import ensure_local_server, stop_local_server
+    from paperline.ops.services.prefect_server import ensure_local_server, stop_local_server
 
     seed = str(int(time.time()) % 100_000)  # a cache key no earlier run of this workspace has
     with tempfile.TemporaryDirectory() as tmp:

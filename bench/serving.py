@@ -2,7 +2,7 @@
 registered champion serves) vs the ONNX Runtime pyfunc of `paperline export-onnx`, side by side.
 
 A throwaway MLflow store (SQLite in a temporary folder) gets the model registered as `bench@champion` in the
-sentence_transformers flavor, as `paperline run` logs a champion, and `paperline.ops.onnx_serving` exports it as
+sentence_transformers flavor, as `paperline run` logs a champion, and `paperline.ops.registry.onnx_export` exports it as
 `bench_onnx@champion` (fp32 optimised; `--int8` for the quantised one). Both are served at once on 127.0.0.1,
 each on a free port, `--env-manager local`, one worker each. The load loop is bounded: `--requests` requests per
 server per round (each `--batch` STS-B test sentences, one client, sequential), rounds alternating between the
@@ -105,7 +105,7 @@ def main() -> None:
 
     from paperline.data.datasets import DatasetRef, read_split
     from paperline.ml.models import load_sentence_transformer
-    from paperline.ops.onnx_serving import export_registered, min_cosine
+    from paperline.ops.registry.onnx_export import export_registered, min_cosine
 
     pairs = read_split(DatasetRef("stsb", "scored_pairs", ROOT / "data" / "stsb", "-"), "test")
     sentences = [s for p in pairs for s in (p.sentence1, p.sentence2)]

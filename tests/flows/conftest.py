@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from repo_copy import BIN, make_repo_copy
 
-from paperline.ops.prefect_server import ensure_local_server, stop_local_server
+from paperline.ops.services.prefect_server import ensure_local_server, stop_local_server
 
 PAPERLINE = BIN / "paperline"
 

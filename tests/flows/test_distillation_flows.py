@@ -10,7 +10,7 @@ import hashlib
 
 import mlflow
 
-from paperline.ops.store import AuditStore
+from paperline.ops.store.audit import AuditStore
 
 STUDENT, TEACHER = "distilled_sentence_embedding-smoke", "cross_encoder_sts-smoke"
 PAIRS = [["A plane is taking off.", "An air plane is taking off."], ["A man plays a flute.", "The market fell."]]

@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from paperline.ops import prefect_server
+from paperline.ops.services import prefect_server
 
 
 def _free_port() -> int:

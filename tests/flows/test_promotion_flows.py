@@ -14,8 +14,8 @@ import sys
 import pytest
 from repo_copy import REPO
 
-from paperline.ops.registry import ModelRegistry
-from paperline.ops.store import AuditStore
+from paperline.ops.registry.aliases import ModelRegistry
+from paperline.ops.store.audit import AuditStore
 
 MODEL = "sbert_sts-smoke"
 KEY = "promotion-sbert-sts-smoke"

@@ -16,7 +16,7 @@ import pytest
 
 from repo_copy import BIN
 
-from paperline.ops.store import AuditStore
+from paperline.ops.store.audit import AuditStore
 
 MODEL = "sbert_sts-smoke"
 MD5 = "7ccbb162e1efada7a9b426962dbccb08.dir"
@@ -200,7 +200,7 @@ def test_run_with_mlflow_and_the_store_on_postgresql(make_workspace, new_postgre
 
 
 def test_a_corrupted_checkpoint_stops_the_run_with_one_line_and_registers_nothing(workspace):
-    from paperline.ops.cache import cache_key
+    from paperline.ops.cache.keys import cache_key
     from paperline.project.discovery import get_project
 
     project = get_project(workspace.root / "projects", "sbert_sts")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from repo_copy import BIN
 
-from paperline.ops.store import AuditStore
+from paperline.ops.store.audit import AuditStore
 
 MODEL = "sbert_sts-smoke"
 

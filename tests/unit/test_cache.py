@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from paperline.ops import cache
+from paperline.ops.cache import keys as cache
 from paperline.project.discovery import discover
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,7 +42,7 @@ def test_whole_result_layers_are_in_the_key_and_plumbing_is_not(project, library
     cfg = project.load_config("smoke")
     key = cache.cache_key(project, cfg, MD5)
     (library / "cli" / "runs.py").write_text((library / "cli" / "runs.py").read_text() + "\n# a new command\n")
-    (library / "ops" / "registry.py").write_text((library / "ops" / "registry.py").read_text() + "\n# plumbing\n")
+    (library / "ops" / "registry" / "aliases.py").write_text((library / "ops" / "registry" / "aliases.py").read_text() + "\n# plumbing\n")
     assert cache.cache_key(project, cfg, MD5) == key
     (library / "ml" / "training.py").write_text((library / "ml" / "training.py").read_text() + "\n# a change\n")
     assert cache.cache_key(project, cfg, MD5) != key

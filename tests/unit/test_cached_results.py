@@ -1,4 +1,4 @@
-"""Cached step results as checked JSON (paperline.ops.cached_results) and the Prefect serializer over it: only
+"""Cached step results as checked JSON (paperline.ops.cache.results) and the Prefect serializer over it: only
 paperline's own result types come back, nothing runs, a payload or a model folder that changed is refused."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from paperline.data.quality_report import (
     GateOutcome,
     GateResult,
 )
-from paperline.ops import cached_results
-from paperline.ops.cached_results import CachedResultError, decode, encode
+from paperline.ops.cache import results as cached_results
+from paperline.ops.cache.results import CachedResultError, decode, encode
 from paperline.project.interface import Evaluation, PyfuncSpec, TrainedModel
 
 
@@ -126,7 +126,7 @@ def test_the_prefect_serializer_round_trips_through_a_result_record(model):
 
 def test_a_failed_tasks_error_is_stored_as_its_text_never_as_its_class():
     from paperline.core.config import ConfigError
-    from paperline.ops.cached_results import StoredError
+    from paperline.ops.cache.results import StoredError
 
     back = decode(encode(ConfigError("unknown key 'x'")))
     assert type(back) is StoredError and str(back) == "unknown key 'x'" and back.exit_code == 2

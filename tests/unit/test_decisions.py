@@ -1,10 +1,10 @@
-"""The decisions a run makes, as plain functions (paperline.ops.decisions): no Prefect needed to test them."""
+"""The decisions a run makes, as plain functions (paperline.ops.registry.decisions): no Prefect needed to test them."""
 
 from pathlib import Path
 from types import SimpleNamespace
 
-from paperline.ops.decisions import Lineage, promotion_decision, reference_reproduced, version_tags
-from paperline.ops.policy import Policy
+from paperline.ops.registry.decisions import Lineage, promotion_decision, reference_reproduced, version_tags
+from paperline.ops.registry.policy import Policy
 from paperline.project.discovery import discover
 from paperline.project.interface import UpstreamModel
 

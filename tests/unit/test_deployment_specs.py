@@ -11,7 +11,7 @@ import yaml
 from repo_copy import REPO
 
 from paperline.core.settings import Settings
-from paperline.ops import deployments
+from paperline.ops.services import deployment_specs as deployments
 from paperline.project.discovery import discover
 
 

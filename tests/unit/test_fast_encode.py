@@ -57,7 +57,7 @@ def test_onnx_embeddings_equal_pytorch_on_minilm(minilm, exports):
     assert cosines(fp32, reference).min() >= 0.999
     assert np.abs(fp32 - reference).max() < 1e-4
     int8 = OnnxEncoder(exports[("int8", False)]).encode(SENTENCES)
-    assert cosines(int8, reference).min() >= 0.95  # int8's stated tolerance (README "Benchmarks" (d))
+    assert cosines(int8, reference).min() >= 0.95  # int8's stated tolerance (docs/benchmarks.md (d))
     # int8 weights in every MatMul; the 47 MB word-embedding table stays float
     assert (exports[("int8", False)] / "model.onnx").stat().st_size < 0.8 * (
         exports[("optimized", False)] / "model.onnx").stat().st_size
@@ -83,7 +83,7 @@ def test_all_layers_export_gives_the_grid_of_pytorch(minilm, exports):
 
 def test_the_served_pyfunc_returns_the_pytorch_embeddings(minilm, exports):
     from paperline.ml.fast_encode import OnnxEncoder
-    from paperline.ops.onnx_serving import pyfunc_embeddings
+    from paperline.ops.registry.onnx_export import pyfunc_embeddings
 
     model, _ = minilm
     served = pyfunc_embeddings(exports[("optimized", False)], SENTENCES)

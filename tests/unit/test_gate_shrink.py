@@ -12,8 +12,8 @@ from paperline.data.datasets import DatasetRef
 from paperline.data.kinds import DataKind, KindDefinitionError, get_kind
 from paperline.data.quality import GateLimits, gate_datasets, gate_splits
 from paperline.data.shrink import shrink_floor
-from paperline.ops import cache
-from paperline.ops.store import AuditStore
+from paperline.ops.cache import keys as cache
+from paperline.ops.store.audit import AuditStore
 from paperline.project.card import DataNeed
 
 from gate_frames import stsb_frame
@@ -120,7 +120,7 @@ def test_the_store_keeps_the_latest_gated_rows_per_split(tmp_path):
     with store.transaction() as session:
         from sqlalchemy import func, select
 
-        from paperline.ops.store_tables import GatedRowsRow
+        from paperline.ops.store.tables import GatedRowsRow
 
         assert session.scalar(select(func.count()).select_from(GatedRowsRow)) == 5
 

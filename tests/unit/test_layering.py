@@ -14,7 +14,7 @@ LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 def _lint(root: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(root / "src")}
-    return subprocess.run([str(LINT_IMPORTS), "--no-cache", "--config", str(root / "pyproject.toml")], cwd=root,
+    return subprocess.run([str(LINT_IMPORTS), "--no-cache", str(root / "pyproject.toml")], cwd=root,
                           env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -42,11 +42,25 @@ def test_an_ml_module_that_imports_mlflow_breaks_the_contract(tmp_path):
 
 def test_the_library_importing_a_flow_or_a_higher_layer_breaks_the_contracts(tmp_path):
     root = _copy(tmp_path)
-    registry = root / "src" / "paperline" / "ops" / "registry.py"
+    registry = root / "src" / "paperline" / "ops" / "registry" / "aliases.py"
     registry.write_text(registry.read_text() + "\n\ndef _flow():\n    import paperline_flows.run_project\n")
     config = root / "src" / "paperline" / "core" / "config.py"
     config.write_text(config.read_text() + "\n\ndef _up():\n    from paperline.project import discovery\n")
     result = _lint(root)
     assert result.returncode != 0
-    assert "paperline.ops.registry -> paperline_flows.run_project" in result.stdout
+    assert "paperline.ops.registry.aliases -> paperline_flows.run_project" in result.stdout
     assert "paperline.core.config -> paperline.project.discovery" in result.stdout
+
+
+def test_an_import_cycle_inside_ops_or_a_lower_layer_in_ops_importing_a_higher_one_breaks_the_contracts(tmp_path):
+    root = _copy(tmp_path)
+    tables = root / "src" / "paperline" / "ops" / "store" / "tables.py"  # audit imports tables: now both ways
+    tables.write_text(tables.read_text() + "\n\ndef _cycle():\n    from paperline.ops.store import audit\n")
+    tags = root / "src" / "paperline" / "ops" / "tracking" / "tags.py"  # tracking is below the registry
+    tags.write_text(tags.read_text() + "\n\ndef _up():\n    from paperline.ops.registry import aliases\n")
+    result = _lint(root)
+    assert result.returncode != 0
+    assert "no cycles among siblings, at any depth BROKEN" in result.stdout
+    assert "in paperline.ops.store." in result.stdout and "- .tables -> .audit" in result.stdout
+    assert "ops: runs > registry > tracking > store | cache | services BROKEN" in result.stdout
+    assert "paperline.ops.tracking.tags -> paperline.ops.registry.aliases" in result.stdout

@@ -1,4 +1,4 @@
-"""paperline.ops.leaderboard on a fake MLflow client: which champions make the table, and what each row says."""
+"""paperline.ops.registry.champions on a fake MLflow client: which champions make the table, and what each row says."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from paperline.ops.leaderboard import (
+from paperline.ops.registry.champions import (
     TASKS,
     UnknownTaskError,
     build_leaderboard,

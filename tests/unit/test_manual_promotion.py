@@ -12,10 +12,10 @@ import pytest
 import test_registry as base
 from test_registry import _logged_model
 
-from paperline.ops.manual_policy import policy_view
-from paperline.ops.policy import Policy
-from paperline.ops.registry import ModelRegistry, PolicyRefusal
-from paperline.ops.store import AuditStore
+from paperline.ops.registry.manual_policy import policy_view
+from paperline.ops.registry.policy import Policy
+from paperline.ops.registry.aliases import ModelRegistry, PolicyRefusal
+from paperline.ops.store.audit import AuditStore
 
 POLICY = "default: {require_gate_passed: true, min_primary_metric: 80.0}\n"
 NAME = "sbert_sts"
@@ -132,8 +132,8 @@ import sys, time
 from contextlib import nullcontext
 from pathlib import Path
 from mlflow import MlflowClient
-from paperline.ops.registry import ModelRegistry, RegistryError
-from paperline.ops.store import AuditStore
+from paperline.ops.registry.aliases import ModelRegistry, RegistryError
+from paperline.ops.store.audit import AuditStore
 
 tracking, store_url, barrier, me, lock, *versions = sys.argv[1:]
 registry = ModelRegistry(MlflowClient(tracking_uri=tracking, registry_uri=tracking), AuditStore(store_url), actor=me)
@@ -212,14 +212,14 @@ def test_racing_promotions_serialise_and_their_audit_rows_chain(backend, client,
 
 
 def _try_lock(url: str, name: str) -> str:
-    code = ("import sys; from paperline.ops.store import AuditStore\n"
+    code = ("import sys; from paperline.ops.store.audit import AuditStore\n"
             "with AuditStore(sys.argv[1]).hold(sys.argv[2], wait=False) as got: print(got)")
     return subprocess.run([sys.executable, "-c", code, url, name], capture_output=True, text=True,
                           timeout=120, check=False).stdout.strip()
 
 
 def test_the_model_lock_excludes_other_processes_and_is_reentrant(registry, store, tmp_path, monkeypatch):
-    monkeypatch.setattr("paperline.ops.registry.MODEL_LOCK_TIMEOUT_S", 5.0)  # a deadlock fails in seconds
+    monkeypatch.setattr("paperline.ops.registry.aliases.MODEL_LOCK_TIMEOUT_S", 5.0)  # a deadlock fails in seconds
     version = _version(registry, tmp_path, 84.0)
     with registry.model_lock(NAME):
         assert _try_lock(store.url, f"model:{NAME}") == "False"

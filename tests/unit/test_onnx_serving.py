@@ -1,4 +1,4 @@
-"""`paperline export-onnx NAME@ALIAS` (paperline.ops.onnx_serving): a registered sentence-transformers model
+"""`paperline export-onnx NAME@ALIAS` (paperline.ops.registry.onnx_export): a registered sentence-transformers model
 becomes `<name>_onnx@<alias>`, a pyfunc whose embeddings are the PyTorch model's (cosine >= 0.999)."""
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def registered(tmp_path, monkeypatch):
 def test_export_onnx_registers_a_pyfunc_with_the_pytorch_embeddings(registered):
     import mlflow
 
-    from paperline.ops.onnx_serving import export_registered, min_cosine
+    from paperline.ops.registry.onnx_export import export_registered, min_cosine
 
     client, model = registered
     done = export_registered(client, "mini@champion")
@@ -53,7 +53,7 @@ def test_export_onnx_registers_a_pyfunc_with_the_pytorch_embeddings(registered):
 
 
 def test_export_onnx_refuses_what_names_no_model(registered):
-    from paperline.ops.onnx_serving import export_registered
+    from paperline.ops.registry.onnx_export import export_registered
 
     client, _ = registered
     with pytest.raises(UsageError, match="not <name>@<alias>"):

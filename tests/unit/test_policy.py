@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from paperline.ops.policy import Budget, Decision, GridCell, Policy, PolicyError, choose_cell, decide, load_policy
+from paperline.ops.registry.policy import Budget, Decision, GridCell, Policy, PolicyError, choose_cell, decide, load_policy
 
 REPO_POLICY = Path(__file__).resolve().parents[2] / "registry" / "policy.yaml"
 STRICT = Policy(require_gate_passed=True, min_primary_metric=70.0, min_improvement=0.1,

@@ -1,4 +1,4 @@
-"""A killed run is found and closed on the next start (paperline.ops.reconcile), with locks that die with their
+"""A killed run is found and closed on the next start (paperline.ops.runs.reconcile), with locks that die with their
 holder (AuditStore.hold): real MLflow on SQLite, a real audit store, real processes."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import pytest
 from mlflow import MlflowClient
 from test_registry import _logged_model, _register
 
-from paperline.ops.reconcile import close_abandoned_runs
-from paperline.ops.registry import ModelRegistry
-from paperline.ops.store import AuditStore, StoreError
+from paperline.ops.runs.reconcile import close_abandoned_runs
+from paperline.ops.registry.aliases import ModelRegistry
+from paperline.ops.store.audit import AuditStore, StoreError
 
 HOLDER = """
 import sys, time
-from paperline.ops.store import AuditStore
+from paperline.ops.store.audit import AuditStore
 with AuditStore(sys.argv[1]).hold(sys.argv[2]):
     print("held", flush=True)
     time.sleep(120)

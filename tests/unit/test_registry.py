@@ -10,9 +10,9 @@ import pytest
 from mlflow import MlflowClient
 from sqlalchemy import event
 
-from paperline.ops.policy import Decision, GridCell, Policy, decide
-from paperline.ops.registry import ModelRegistry, RegistryError
-from paperline.ops.store import AuditStore
+from paperline.ops.registry.policy import Decision, GridCell, Policy, decide
+from paperline.ops.registry.aliases import ModelRegistry, RegistryError
+from paperline.ops.store.audit import AuditStore
 
 
 @pytest.fixture(scope="session")

@@ -14,9 +14,9 @@ import pytest
 from mlflow import MlflowClient
 
 from paperline.ml.history import log_history, record_history, recording_history
-from paperline.ops import run_views
-from paperline.ops.registry import ModelRegistry
-from paperline.ops.store import AuditStore
+from paperline.ops.tracking import views as run_views
+from paperline.ops.registry.aliases import ModelRegistry
+from paperline.ops.store.audit import AuditStore
 from paperline.project.distributed_job import model_from_json, model_to_json
 from paperline.project.interface import TrainedModel
 
@@ -134,7 +134,7 @@ def test_sts_evaluation_returns_the_predictions_it_ranked(tmp_path):
 def test_a_sentence_transformer_is_logged_with_a_real_signature_and_refuses_integers(tracked, tmp_path):
     from tiny_models import HIDDEN, tiny_sentence_transformer
 
-    from paperline.ops import tracking
+    from paperline.ops.tracking import runs as tracking
 
     client, _ = tracked
     uri = tracking.log_model(TrainedModel(path=tiny_sentence_transformer(tmp_path)), name="sbert_sts")
@@ -193,7 +193,7 @@ def test_a_registered_version_and_its_logged_model_point_at_each_other(tmp_path,
 
 def test_a_new_workspace_keeps_the_default_experiments_artifacts_inside_it(tmp_path, monkeypatch):
     from paperline.core.settings import Settings
-    from paperline.ops import tracking
+    from paperline.ops.tracking.client import connect
 
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
@@ -202,7 +202,7 @@ def test_a_new_workspace_keeps_the_default_experiments_artifacts_inside_it(tmp_p
     settings = Settings(root=tmp_path, workspace=workspace, tracking_uri=f"sqlite:///{workspace}/mlflow.db",
                         store_url=f"sqlite:///{workspace}/paperline.db", artifact_root=(workspace / "mlartifacts").as_uri(),
                         prefect_api_url=None)
-    client = tracking.connect(settings)
+    client = connect(settings)
     location = client.get_experiment("0").artifact_location
     assert Path(location.removeprefix("file://")).is_relative_to(workspace), location
     mlflow.set_tracking_uri(None)

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from paperline.ops.store import AliasEvent, AuditStore, LineageRecord, StoreError
+from paperline.ops.store.audit import AliasEvent, AuditStore, LineageRecord, StoreError
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

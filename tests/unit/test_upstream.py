@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from paperline.ops import cache, upstream
+from paperline.ops.cache import keys as cache
+from paperline.ops.registry import upstream
 from paperline.core.config import ConfigError
 from paperline.project.interface import RunContext, UpstreamModel
 from paperline.project.discovery import get_project

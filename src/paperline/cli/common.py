@@ -18,7 +18,7 @@ def workspace_settings() -> Settings:
 def connect_prefect(settings: Settings) -> None:
     """The team server of PREFECT_API_URL if set (checked now: a dead one is one line, not minutes of retries),
     else the workspace's local server, started on first use."""
-    from paperline.ops.prefect_server import check_api, ensure_local_server
+    from paperline.ops.services.prefect_server import check_api, ensure_local_server
 
     if settings.prefect_api_url:
         check_api(settings.prefect_api_url)

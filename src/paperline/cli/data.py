@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from paperline.cli.common import workspace_settings
+from paperline.core.errors import BAD_DATA
 
 
 def cmd_data_pull(args) -> int:
@@ -80,5 +81,5 @@ def cmd_data_validate(args) -> int:
         Path(args.report).write_text(outcome.to_markdown())
         print(f"report: {args.report}")
     if not outcome.passed:
-        return 3
+        return BAD_DATA
     return 1 if missing else 0

@@ -9,9 +9,9 @@ from paperline.cli.common import load_flow, print_table, workspace_settings
 
 
 def open_registry():
-    from paperline.ops.registry import ModelRegistry
-    from paperline.ops.store import AuditStore
-    from paperline.ops.tracking import connect
+    from paperline.ops.registry.aliases import ModelRegistry
+    from paperline.ops.store.audit import AuditStore
+    from paperline.ops.tracking.client import connect
 
     settings = workspace_settings()
     return ModelRegistry(connect(settings), AuditStore(settings.store_url), policy_path=settings.policy_path)
@@ -41,21 +41,22 @@ def cmd_models_history(args) -> int:
 
 
 def cmd_leaderboard(args) -> int:
-    """Every champion on one task (paperline.ops.leaderboard), printed, logged to MLflow, and a Prefect table
+    """Every champion on one task (paperline.ops.registry.champions), printed, logged to MLflow, and a Prefect table
     artifact when a Prefect server answers (a named one that does not is one line before any work)."""
-    from paperline.ops.leaderboard import EXPERIMENT, build_leaderboard, log_leaderboard
-    from paperline.ops.prefect_server import check_api, running_server
-    from paperline.ops.tracking import connect
+    from paperline.ops.registry.champions import EXPERIMENT, build_leaderboard, log_leaderboard
+    from paperline.ops.services.prefect_server import check_api, running_server
+    from paperline.ops.tracking.client import connect
 
     settings = workspace_settings()
     if settings.prefect_api_url:
         check_api(settings.prefect_api_url)
-    board = build_leaderboard(connect(settings), args.task, include_capped=args.include_capped)
+    client = connect(settings)
+    board = build_leaderboard(client, args.task, include_capped=args.include_capped)
     print(f"{args.task}: {board.spec.label}, champions best first")
     print_table(board.header(), board.text_rows())
     for skipped in board.skipped:
         print(f"  note: {skipped}")
-    print(f"  MLflow run: {log_leaderboard(board)} (experiment {EXPERIMENT})")
+    print(f"  MLflow run: {log_leaderboard(board, client, settings.artifact_root)} (experiment {EXPERIMENT})")
     # The workspace's local server is used when it runs, never started for this: a table is not worth 15 s.
     api_url = settings.prefect_api_url or (running_server(settings.prefect_home) or {}).get("api_url")
     if api_url:
@@ -67,14 +68,14 @@ def cmd_leaderboard(args) -> int:
 
 
 def task_names() -> list[str]:
-    from paperline.ops.leaderboard import TASKS
+    from paperline.ops.registry.champions import TASKS
 
     return list(TASKS)
 
 
 def cmd_doctor(args) -> int:
     """Close runs that died without closing themselves (MLflow run, half-registered version, aliases, lineage)."""
-    from paperline.ops.reconcile import close_abandoned_runs
+    from paperline.ops.runs.reconcile import close_abandoned_runs
 
     registry = open_registry()
     repairs = close_abandoned_runs(registry.store, registry.client)
@@ -111,7 +112,7 @@ def cmd_export(args) -> int:
     import mlflow
 
     from paperline.ml.export import check_target, export_truncated
-    from paperline.ops.registry import RegistryError
+    from paperline.ops.registry.aliases import RegistryError
 
     name, sep, alias = args.model.partition("@")
     if not sep or not alias:
@@ -140,8 +141,8 @@ def cmd_export(args) -> int:
 
 def cmd_export_onnx(args) -> int:
     """Export a registered sentence-transformers model to ONNX, check it, register `<name>_onnx@<alias>`."""
-    from paperline.ops.onnx_serving import export_registered
-    from paperline.ops.tracking import connect
+    from paperline.ops.registry.onnx_export import export_registered
+    from paperline.ops.tracking.client import connect
 
     done = export_registered(connect(workspace_settings()), args.model, "int8" if args.int8 else "optimized")
     print(f"registered {done.name} v{done.version} (alias {done.alias}): {done.variant} ONNX of {done.source}, "

@@ -13,6 +13,7 @@ from paperline.cli.common import (
     workspace_settings,
 )
 from paperline.core.errors import PaperlineError
+from paperline.ops.runs.summary import exit_code
 
 
 def cmd_ls(args) -> int:
@@ -44,7 +45,7 @@ def cmd_new(args) -> int:
 
 def cmd_run(args) -> int:
     settings = workspace_settings()
-    from paperline.ops.preflight import preflight
+    from paperline.ops.runs.preflight import preflight
 
     # Everything a user can get wrong is checked before Prefect starts, so it costs a second, not a server.
     checked = preflight(settings, args.project, args.config, args.overrides)
@@ -58,11 +59,8 @@ def cmd_run(args) -> int:
     if isinstance(outcome, PaperlineError):
         raise outcome
     if state.is_failed():
-        from paperline.ops.summary import RunSummary
-
-        gate_failed = isinstance(outcome, RunSummary) and outcome.status == "gate-failed"
         print(f"paperline: error: {state.message or 'the flow failed'}", file=sys.stderr)
-        return 3 if gate_failed else 1
+        return exit_code(True, outcome)
     print("\n".join(outcome.lines(checked.project.card.primary_metric.name)))
     return 0
 
@@ -91,8 +89,8 @@ def cmd_deploy(args) -> int:
 def cmd_sweep(args) -> int:
     """Trials of a `key=a,b,c` grid through a Prefect task runner; only the best is registered."""
     settings = workspace_settings()
-    from paperline.ops import sweep as grid_ops
-    from paperline.ops.preflight import preflight
+    from paperline.ops.runs import sweep_grid as grid_ops
+    from paperline.ops.runs.preflight import preflight
 
     grid = grid_ops.parse_grid(args.overrides)
     spec = grid_ops.parse_runner(args.runner)
@@ -112,5 +110,4 @@ def cmd_sweep(args) -> int:
         print("\n".join(outcome.lines()))
     if state.is_failed():
         print(f"paperline: error: {state.message or 'the sweep failed'}", file=sys.stderr)
-        return 3 if (state.message or "").startswith("data gate failed") else 1
-    return 0
+    return exit_code(state.is_failed(), outcome)

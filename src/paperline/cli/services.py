@@ -7,8 +7,8 @@ from paperline.cli.common import workspace_settings
 
 def cmd_ui(args) -> int:
     """Where the two dashboards are, after checking that each answers (exit 1 when a named server is down)."""
-    from paperline.ops.prefect_server import healthy, running_server
-    from paperline.ops.tracking import is_server
+    from paperline.ops.services.prefect_server import healthy, running_server
+    from paperline.ops.tracking.client import is_server
 
     settings = workspace_settings()
     down = 0
@@ -39,7 +39,7 @@ def cmd_ui(args) -> int:
 
 
 def cmd_server_stop(args) -> int:
-    from paperline.ops.prefect_server import stop_local_server
+    from paperline.ops.services.prefect_server import stop_local_server
 
     stopped = stop_local_server(workspace_settings().prefect_home)
     print("stopped the local Prefect server" if stopped else "no local Prefect server was running")

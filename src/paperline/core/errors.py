@@ -2,7 +2,8 @@
 
 The CLI prints such an error as one line and exits with the error's `exit_code`: 2 when what the user typed is
 wrong (a name, a config, a path, a URL in an environment variable: fix it and rerun), 1 when a service or the job
-failed. Anything that is not a PaperlineError is a bug and keeps its traceback.
+failed, 3 when a data gate refused the data (`paperline.ops.runs.summary.GateFailure`). Anything that is not a
+PaperlineError is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 USAGE = 2  # fix what you typed (command line, config, environment variable) and rerun
 FAILURE = 1  # a service or the job failed; the message says what to check
+BAD_DATA = 3  # a data gate refused the data: fix the data (the gate report names each failure), nothing ran
 
 
 class PaperlineError(Exception):

@@ -3,7 +3,7 @@ kind allows, against the last version of the same dataset that passed the gate.
 
 A floor (`min_rows` in the card) catches a split cut to nothing; it cannot catch a train split cut from 50,000
 rows to 30,000, which still parses, trains and looks fine. Comparing with the previous gated version does. The
-history of gated row counts lives in the audit store (paperline.ops.store); the flow reads it and hands the
+history of gated row counts lives in the audit store (paperline.ops.store.audit); the flow reads it and hands the
 counts in, so this layer knows nothing about where they come from. A cut that is meant is declared in the config
 (`data.<name>.allow_shrink: true`), and the gate then leaves this check out.
 """

@@ -14,7 +14,7 @@ from pathlib import Path
 from paperline.core.config import ProjectConfig, config_digest
 from paperline.project.discovery import Project, digest_files
 
-LIBRARY_DIR = Path(__file__).resolve().parent.parent  # src/paperline
+LIBRARY_DIR = Path(__file__).resolve().parents[2]  # src/paperline (this file is ops/cache/keys.py)
 # The layers whose code runs inside train and evaluate, or decides what they are given.
 RESULT_SUBPACKAGES = ("core", "data", "ml", "project")
 GATE_SUBPACKAGES = ("data",)  # the gate's verdict: the data kinds, the GX suites, the report

@@ -26,7 +26,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from paperline.core.errors import PaperlineError
-from paperline.ops.store_tables import AliasEventRow, Base, GatedRowsRow, LineageRow, create_tables
+from paperline.ops.store.tables import AliasEventRow, Base, GatedRowsRow, LineageRow, create_tables
 
 ACTIONS = ("auto-promote", "register", "promote", "rollback")
 LINEAGE_STATUSES = ("running", "registered", "gate-failed", "failed", "interrupted", "cached")
@@ -299,8 +299,8 @@ class AuditStore:
     def hold(self, name: str, wait: bool = True, timeout_s: float = 6 * 3600) -> Iterator[bool]:
         """Hold the lock `name` for the block; yields whether it was acquired (always True when `wait`; a wait
         that runs out is a StoreError). The lock goes with this process however it ends, so it also tells a live
-        run from a dead one; see paperline.ops.locks for how each backend holds it."""
-        from paperline.ops import locks
+        run from a dead one; see paperline.ops.store.locks for how each backend holds it."""
+        from paperline.ops.store import locks
 
         self._sessionmaker()
         try:

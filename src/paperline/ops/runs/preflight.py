@@ -5,19 +5,21 @@ projects and configs it names exist without a cycle, the tracking server and aud
 auth-enabled tracking server accepts the credentials in MLFLOW_TRACKING_USERNAME/PASSWORD. A typo
 costs a second, not a server start or a training job. `paperline run` calls it before starting Prefect; the flow
 calls it too (a deployment run starts in a worker, with no CLI before it), and gets the CLI's result back
-instead of checking twice.
+instead of checking twice. The memo is keyed by the project's files as well: a long-lived worker (a Dask cluster
+given by address) that is handed a changed project checks and loads it again.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from paperline.core.config import ProjectConfig
 from paperline.core.settings import Settings
-from paperline.ops.store import AuditStore
-from paperline.ops.tracking import check_access, check_reachable
-from paperline.ops.upstream import check_graph
-from paperline.project.discovery import Project, get_project
+from paperline.ops.store.audit import AuditStore
+from paperline.ops.tracking.client import check_access, check_reachable
+from paperline.ops.registry.upstream import check_graph
+from paperline.project.discovery import Project, digest_files, get_project
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,7 @@ def preflight(settings: Settings, project_name: str, config_name: str = "default
               overrides: list[str] | None = None) -> Checked:
     """The project and its resolved config, after every check; raises the first problem as one clear error."""
     key = (str(settings.root), settings.tracking_uri, settings.store_url, project_name, config_name,
-           tuple(overrides or ()))
+           tuple(overrides or ()), _files_digest(settings, project_name))
     if key not in _checked:
         project = get_project(settings.projects_dir, project_name)
         cfg = project.load_config(config_name, overrides)
@@ -43,3 +45,9 @@ def preflight(settings: Settings, project_name: str, config_name: str = "default
         AuditStore(settings.store_url).check()
         _checked[key] = Checked(project, cfg)
     return _checked[key]
+
+
+def _files_digest(settings: Settings, project_name: str) -> str:
+    """The project's files as they are now; "" for a name that is not a project folder (get_project says why)."""
+    folder = settings.projects_dir / project_name
+    return digest_files(folder) if Path(project_name).name == project_name and folder.is_dir() else ""

@@ -11,9 +11,9 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from paperline.ops.tracking import _artifacts, access
+from paperline.ops.tracking.client import access, artifact_access
 
-SOURCE_NAME = "paperline_flows/run_project.py"  # the flow that made the run: MLflow's "Source" column
+SOURCE_NAME = "flows/run_project.py"  # the flow that made the run: MLflow's "Source" column
 SENTENCE_EXAMPLE = ["A man is playing a guitar.", "A woman is slicing an onion."]
 
 
@@ -91,7 +91,7 @@ def log_predictions(predictions: dict[str, dict[str, list[float]]]) -> list[str]
     import mlflow
 
     paths = []
-    with _artifacts("evaluation plots"):
+    with artifact_access("evaluation plots"):
         for name, columns in predictions.items():
             path = f"evaluation/{name}_predicted_vs_gold.png"
             mlflow.log_figure(scatter_figure(name, columns["gold"], columns["predicted"]), path)

@@ -1,6 +1,6 @@
-"""MLflow tracking: one run per pipeline run, with params, metrics, dataset inputs, reports and the model.
+"""The MLflow client: connecting to the workspace's tracking store, and its errors as one line each.
 
-The flow decides *when* to log; this module knows *how*. It never sets a tracking URI at import time: the
+It never sets a tracking URI at import time: the
 caller passes `Settings`, whose URI honours MLFLOW_TRACKING_URI and defaults to SQLite in the workspace.
 
 Against a team server (`MLFLOW_TRACKING_URI=http(s)://...`) two things differ from the local default:
@@ -14,22 +14,17 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import logging
 import os
 import re
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from paperline.core.errors import PaperlineError
-from paperline.core.requirements import pinned_requirements
 from paperline.core.settings import Settings
-from paperline.data.datasets import DatasetRef
-from paperline.project.interface import Evaluation, GeneratedData, TrainedModel
+from paperline.ops.tracking import tags
 
 
 class TrackingError(PaperlineError):
@@ -177,7 +172,7 @@ def access(action: str, tracking_uri: str | None = None, hint: str = "") -> Iter
         raise TrackingError(f"{message}{hint}") from None
 
 
-def _artifacts(what: str):
+def artifact_access(what: str):
     """`access` for an artifact upload to the active run: a refusal names where the run's artifacts go."""
     import mlflow
 
@@ -252,133 +247,7 @@ def experiment_id(client, name: str, artifact_root: str | None) -> str:
             return client.create_experiment(name, **location)
     if is_server(uri):
         with access(f"write runs to the experiment '{name}'", uri):
-            client.set_experiment_tag(experiment.experiment_id, "paperline.project", name)
+            client.set_experiment_tag(experiment.experiment_id, tags.PROJECT, name)
     return experiment.experiment_id
 
 
-def log_dataset(ref: DatasetRef, splits: list[str], context: str, remote: str) -> None:
-    """Record the dataset as an MLflow input whose digest is the DVC md5 (the dataset version)."""
-    import mlflow
-    from mlflow.data.http_dataset_source import HTTPDatasetSource
-    from mlflow.data.meta_dataset import MetaDataset
-
-    # The source says where the bytes come from: the DVC remote, addressed by the data version.
-    source = HTTPDatasetSource(url=f"dvc://{remote}#data/{ref.name}@{ref.md5}")
-    dataset = MetaDataset(source=source, name=f"{ref.name}:{'+'.join(splits)}", digest=ref.md5[:36])
-    with access("log the dataset input of the run"):
-        mlflow.log_input(dataset, context=context, tags={"kind": ref.kind, "dvc_md5": ref.md5})
-
-
-def log_generated_dataset(data: GeneratedData) -> None:
-    """Record a method's generated file as an MLflow input whose digest is its sha256 (its version)."""
-    import mlflow
-    from mlflow.data.pandas_dataset import from_pandas
-
-    from paperline.data.datasets import read_frame
-
-    assert data.sha256 is not None, "the platform fills sha256 once the file passed the gate"
-    dataset = from_pandas(read_frame(Path(data.path), data.kind), source=Path(data.path).resolve().as_uri(),
-                          name=f"{data.name}:{data.split}", digest=data.sha256[:36])
-    with access("log the generated dataset input of the run"):
-        mlflow.log_input(dataset, context="generated", tags={"kind": data.kind, "sha256": data.sha256})
-
-
-def log_text_files(files: dict[str, str], artifact_dir: str) -> None:
-    """Log in-memory reports (markdown, HTML, JSON) as files of the active run."""
-    import mlflow
-
-    with tempfile.TemporaryDirectory() as tmp, _artifacts(f"'{artifact_dir}'"):
-        for name, text in files.items():
-            (Path(tmp) / name).write_text(text)
-        mlflow.log_artifacts(tmp, artifact_dir)
-
-
-def log_tables(tables: dict[str, dict[str, list]]) -> None:
-    import mlflow
-
-    with _artifacts("tables"):
-        for name, columns in tables.items():
-            mlflow.log_table(data=columns, artifact_file=f"{name}.json")
-
-
-def log_model(model: TrainedModel, name: str = "model", metrics: dict[str, float] | None = None) -> str:
-    """Log the trained model to the active run in its flavor, as a logged model called `name` (the project's);
-    returns the URI to register. A sentence-transformers model gets a signature (strings in, a float32 vector of
-    its dimension out) and an input example; a pyfunc its spec's input example (its schema is its type hint).
-    `metrics` (the evaluation's) are linked to the logged model with the dataset each was measured on."""
-    import mlflow
-
-    from paperline.ops.run_views import embedding_signature
-
-    if model.flavor not in ("sentence_transformers", "pyfunc"):
-        # TrainedModel refuses any other flavor when it is made; this is a guard for new flavors
-        raise TrackingError(f"cannot log a model of flavor '{model.flavor}'")
-    with access("log the model of the run"):
-        if model.flavor == "sentence_transformers":
-            from sentence_transformers import SentenceTransformer
-
-            encoder = SentenceTransformer(str(model.path), device="cpu")
-            signature, example = embedding_signature(encoder)
-            info = mlflow.sentence_transformers.log_model(
-                encoder, name=name, signature=signature, input_example=example,
-                pip_requirements=pinned_requirements(["sentence-transformers", "transformers", "torch"]),
-            )
-        else:
-            info = mlflow.pyfunc.log_model(name=name, **model.serving.log_model_kwargs())
-        # MLflow links the run's metrics to the model without their dataset; these rows carry it
-        for dataset, group in _metrics_by_dataset(metrics or {}):
-            if dataset is not None:
-                mlflow.log_metrics(group, dataset=dataset, model_id=info.model_id)
-    return info.model_uri
-
-
-def json_text(data: Any) -> str:
-    return json.dumps(data, indent=2, sort_keys=True, default=str)
-
-
-def log_results(model: TrainedModel, evaluation: Evaluation) -> None:
-    """A run's results: the evaluation's metrics, tags, files and tables, predicted-vs-gold plots, the training
-    metrics, the learning curve (`train/loss` per step), and the training notes (device, precision, a chosen
-    setting) as `train.<name>` tags."""
-    import mlflow
-
-    from paperline.ops import run_views
-
-    with access("log the run's metrics and tags"):
-        mlflow.log_metrics(evaluation.metrics)
-        mlflow.log_metrics(model.metrics)
-        mlflow.set_tags({**{f"train.{k}": str(v) for k, v in model.notes.items()}, **evaluation.tags})
-    # a result cached before these fields existed has neither attribute
-    run_views.log_history(getattr(model, "history", None) or [])
-    with _artifacts("'evaluation'"):
-        for path in evaluation.artifacts.values():
-            mlflow.log_artifact(str(path), "evaluation")
-    run_views.log_predictions(getattr(evaluation, "predictions", None) or {})
-    log_tables(evaluation.tables)
-
-
-def _metrics_by_dataset(metrics: dict[str, float]) -> list[tuple[Any, dict[str, float]]]:
-    """The evaluation's metrics grouped by the run's dataset input they were measured on (`stsb_test_spearman`
-    on the `stsb:...` input, by its name), None for the rest: the logged model's page lists them under
-    "Datasets used" and beside each metric."""
-    import mlflow
-
-    run = mlflow.active_run()
-    inputs = mlflow.MlflowClient().get_run(run.info.run_id).inputs.dataset_inputs if run else []
-    datasets = {d.dataset.name.split(":")[0]: d.dataset for d in inputs}
-    grouped: dict[str | None, dict[str, float]] = {}
-    for key, value in metrics.items():
-        name = next((name for name in datasets if f"{name}_" in key), None)
-        grouped.setdefault(name, {})[key] = value
-    return [(datasets.get(name) if name else None, group) for name, group in grouped.items()]
-
-
-def log_gate(gate, name: str = "data_gate") -> None:
-    """The data gate's report (markdown, HTML, JSON) and verdict on the active run; `name` is the artifact folder
-    and file stem (`generated_data_gate` for the gate over a method's generated data)."""
-    import mlflow
-
-    log_text_files({f"{name}.md": gate.to_markdown(), f"{name}.html": gate.to_html(),
-                    f"{name}.json": json_text(gate.to_dict())}, name)
-    with access("tag the run"):
-        mlflow.set_tag(f"paperline.{name.removesuffix('data_gate')}gate_passed", str(gate.passed))

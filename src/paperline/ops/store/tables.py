@@ -1,4 +1,4 @@
-"""paperline's own tables in the audit and lineage store, and their creation (see paperline.ops.store).
+"""paperline's own tables in the audit and lineage store, and their creation (see paperline.ops.store.audit).
 
 Prefixed table names: on a team server these tables may share a database with MLflow's.
 """

@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from paperline.ops.policy import Decision, Policy, decide
+from paperline.ops.registry.policy import Decision, Policy, decide
 from paperline.project.card import MethodCard
 from paperline.project.interface import UpstreamModel
+from paperline.ops.tracking import tags
 
 
 def git_commit(root: Path) -> str:
@@ -39,7 +40,7 @@ def champion_value(champion: Any | None, metric_name: str) -> float | None:
     """The champion version's recorded value of the primary metric (a `paperline.metric.<name>` tag)."""
     if champion is None:
         return None
-    return float(champion.tags.get(f"paperline.metric.{metric_name}", "nan"))
+    return float(champion.tags.get(tags.METRIC_PREFIX + metric_name, "nan"))
 
 
 def promotion_decision(policy: Policy, card: MethodCard, config_name: str, metrics: dict[str, float],
@@ -62,9 +63,9 @@ def promotion_decision(policy: Policy, card: MethodCard, config_name: str, metri
 def version_tags(card: MethodCard, cache_key: str, metrics: dict[str, float], lineage: dict[str, str]) -> dict:
     """The tags of a registered model version: what produced it, its metrics, and its primary metric."""
     metric = card.primary_metric
-    return {"paperline.cache_key": cache_key, "paperline.primary_metric": metric.name,
-            **({} if metric.greater_is_better else {"paperline.lower_is_better": "true"}),
-            **{f"paperline.metric.{k}": f"{v:.4f}" for k, v in metrics.items()}, **lineage}
+    return {tags.CACHE_KEY: cache_key, tags.PRIMARY_METRIC: metric.name,
+            **({} if metric.greater_is_better else {tags.LOWER_IS_BETTER: "true"}),
+            **{tags.METRIC_PREFIX + k: f"{v:.4f}" for k, v in metrics.items()}, **lineage}
 
 
 @dataclass
@@ -82,12 +83,12 @@ class Lineage:
     upstream: dict[str, UpstreamModel] = field(default_factory=dict)
 
     def tags(self) -> dict[str, str]:
-        tags = {"paperline.project": self.project, "paperline.config": self.config,
-                "paperline.git_commit": self.git_commit, "paperline.dataset_md5": self.dataset_md5,
-                "paperline.flow_run_id": self.flow_run_id, "paperline.flow_run_url": self.flow_run_url}
+        named = {tags.PROJECT: self.project, tags.CONFIG: self.config,
+                 tags.GIT_COMMIT: self.git_commit, tags.DATASET_MD5: self.dataset_md5,
+                 tags.FLOW_RUN_ID: self.flow_run_id, tags.FLOW_RUN_URL: self.flow_run_url}
         for model in self.upstream.values():
-            tags.update(model.tags())
-        return tags
+            named.update(model.tags())
+        return named
 
     def record(self, *, status: str, mlflow_run_id: str | None, gate_passed: bool | None, cache_key: str,
                model_version: str | None = None, details: dict | None = None) -> dict[str, Any]:

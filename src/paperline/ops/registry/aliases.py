@@ -1,6 +1,6 @@
 """MLflow model registry operations, each alias change written to the audit store.
 
-A new version gets the alias ``challenger``; the promotion policy (``paperline.ops.policy``) or a person moves
+A new version gets the alias ``challenger``; the promotion policy (``paperline.ops.registry.policy``) or a person moves
 ``champion``. Aliases only: MLflow's stages are deprecated and never used here.
 
 The MLflow alias and its audit row are kept consistent without a distributed transaction: the row is written in
@@ -27,17 +27,12 @@ from typing import Any
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException
 
-from paperline.ops.manual_policy import PolicyView, policy_view
-from paperline.ops.model_versions import (
+from paperline.ops.registry.manual_policy import PolicyView, policy_view
+from paperline.ops.registry.versions import (
     _MODELS_HINT,
     BUDGET_ALIAS,
     CHAMPION,
-    GATE_TAG,
-    LOWER_IS_BETTER_TAG,
-    METRIC_TAG_PREFIX,
     MODEL_LOCK_TIMEOUT_S,
-    PRIMARY_METRIC_TAG,
-    PROJECT_TAG,
     AliasMove,
     PolicyRefusal,
     RegistryError,
@@ -48,9 +43,10 @@ from paperline.ops.model_versions import (
     _required_reason,
     budget_cell,
 )
-from paperline.ops.policy import Budget, Decision, GridCell, load_policy
-from paperline.ops.registration import VersionRegistration
-from paperline.ops.store import AliasEvent, AuditStore
+from paperline.ops.registry.policy import Budget, Decision, GridCell, load_policy
+from paperline.ops.registry.registration import VersionRegistration
+from paperline.ops.store.audit import AliasEvent, AuditStore
+from paperline.ops.tracking import tags
 
 # Imported from here by the CLI, the flows and the tests.
 __all__ = ["ModelRegistry", "PolicyRefusal", "RegistryError"]
@@ -107,6 +103,13 @@ class ModelRegistry(VersionRegistration):
     def _alias_target(self, name: str, alias: str) -> str | None:
         return _alias(self._model(name), alias)
 
+    def aliases(self, name: str) -> dict[str, str]:
+        """Every alias of a model and the version it names; {} for a model that does not exist (yet)."""
+        try:
+            return {alias: str(v) for alias, v in self.client.get_registered_model(name).aliases.items()}
+        except MlflowException:
+            return {}
+
     def champion(self, name: str) -> ModelVersion | None:
         """The version with alias ``champion``, or None if the model has none yet."""
         version = self._alias_target(name, CHAMPION)
@@ -120,7 +123,7 @@ class ModelRegistry(VersionRegistration):
             if _is(error, "RESOURCE_DOES_NOT_EXIST"):
                 return None
             raise
-        matches = [str(v.version) for v in versions if v.tags.get("paperline.cache_key") == cache_key]
+        matches = [str(v.version) for v in versions if v.tags.get(tags.CACHE_KEY) == cache_key]
         return max(matches, key=int) if matches else None
 
     def history(self, name: str) -> list[AliasEvent]:
@@ -166,7 +169,7 @@ class ModelRegistry(VersionRegistration):
         """The deployment budgets the policy names for the project that registered ``version``."""
         if self.policy_path is None:
             return ()
-        project = version.tags.get(PROJECT_TAG) or version.name
+        project = version.tags.get(tags.PROJECT) or version.name
         return load_policy(self.policy_path, project).budgets
 
     def _champion_moves(self, model: RegisteredModel, target: ModelVersion, reason: str) -> list[AliasMove]:
@@ -182,7 +185,7 @@ class ModelRegistry(VersionRegistration):
                     moves.append(AliasMove(budget.alias, None, previous, {
                         "reason": f"{reason} | removed: v{version} has no grid cell within {budget.alias}"}))
                 continue
-            metric = target.tags.get(PRIMARY_METRIC_TAG)
+            metric = target.tags.get(tags.PRIMARY_METRIC)
             moves.append(AliasMove(budget.alias, version, previous, {
                 "reason": f"{reason} | {budget.alias} serves {cell.layers} layers x {cell.dims} dims "
                           f"({metric} {cell.value:.2f})",
@@ -231,10 +234,10 @@ class ModelRegistry(VersionRegistration):
 
     def _gate_passed(self, version: ModelVersion) -> bool | None:
         """The data gate's verdict for ``version``: its own tag, else its MLflow run's; None if neither has one."""
-        tag = version.tags.get(GATE_TAG)
+        tag = version.tags.get(tags.GATE_PASSED)
         if tag is None and version.run_id:
             try:
-                tag = self.client.get_run(version.run_id).data.tags.get(GATE_TAG)
+                tag = self.client.get_run(version.run_id).data.tags.get(tags.GATE_PASSED)
             except MlflowException as error:  # the run was deleted: the gate is unknown
                 if not _is(error, "RESOURCE_DOES_NOT_EXIST"):
                     raise
@@ -244,21 +247,21 @@ class ModelRegistry(VersionRegistration):
         """The policy's view of promoting ``target`` by hand: gate, primary metric vs floor vs champion."""
         policy = None
         if self.policy_path is not None:
-            policy = load_policy(self.policy_path, target.tags.get(PROJECT_TAG) or target.name)
-        metric = target.tags.get(PRIMARY_METRIC_TAG)
+            policy = load_policy(self.policy_path, target.tags.get(tags.PROJECT) or target.name)
+        metric = target.tags.get(tags.PRIMARY_METRIC)
         champion_version = _alias(model, CHAMPION)
         champion_value = None
         if champion_version is not None and metric:
             try:
                 champion_value = self.client.get_model_version(model.name, champion_version).tags.get(
-                    METRIC_TAG_PREFIX + metric)
+                    tags.METRIC_PREFIX + metric)
             except MlflowException as error:
                 if not _is(error, "RESOURCE_DOES_NOT_EXIST"):
                     raise
         return policy_view(
             policy, version=str(target.version), gate_passed=self._gate_passed(target), metric=metric,
-            value=target.tags.get(METRIC_TAG_PREFIX + metric) if metric else None,
-            greater_is_better=target.tags.get(LOWER_IS_BETTER_TAG) != "true",
+            value=target.tags.get(tags.METRIC_PREFIX + metric) if metric else None,
+            greater_is_better=target.tags.get(tags.LOWER_IS_BETTER) != "true",
             champion_version=champion_version, champion_value=champion_value, forced=forced)
 
     def promote(self, name: str, version: str | int, reason: str, force: bool = False) -> AliasEvent:
@@ -350,8 +353,8 @@ class ModelRegistry(VersionRegistration):
             latest = max(own, key=int) if own else None
             champion = own.get(aliases.get(CHAMPION, ""))
             described = champion or (own[latest] if latest else None)
-            metric = described.tags.get(PRIMARY_METRIC_TAG) if described else None
-            value = champion.tags.get(METRIC_TAG_PREFIX + metric) if champion and metric else None
+            metric = described.tags.get(tags.PRIMARY_METRIC) if described else None
+            value = champion.tags.get(tags.METRIC_PREFIX + metric) if champion and metric else None
             try:
                 value = None if value is None else float(value)
             except ValueError:

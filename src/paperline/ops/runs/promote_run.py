@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from paperline.ops import tracking
-from paperline.ops.decisions import Lineage, promotion_decision, version_tags
-from paperline.ops.policy import Policy
-from paperline.ops.registry import ModelRegistry
-from paperline.ops.summary import RunSummary
+from paperline.ops.tracking import runs as tracking
+from paperline.ops.registry.decisions import Lineage, promotion_decision, version_tags
+from paperline.ops.registry.policy import Policy
+from paperline.ops.registry.aliases import ModelRegistry
+from paperline.ops.runs.summary import RunSummary
 from paperline.project.card import MethodCard
 from paperline.project.interface import TrainedModel
+from paperline.ops.tracking import tags
 
 
 def register_and_promote(registry: ModelRegistry, policy: Policy, card: MethodCard, model: TrainedModel,
@@ -38,5 +39,5 @@ def register_and_promote(registry: ModelRegistry, policy: Policy, card: MethodCa
     summary.is_champion = summary.champion_moved or already
     if summary.champion_moved:
         summary.budget_aliases = registry.budget_aliases(summary.model_name)
-    mlflow.set_tags({"paperline.model_version": summary.model_version,
-                     "paperline.champion_moved": str(summary.champion_moved)})
+    mlflow.set_tags({tags.MODEL_VERSION: summary.model_version,
+                     tags.CHAMPION_MOVED: str(summary.champion_moved)})

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from paperline.core.errors import PaperlineError, UsageError
+from paperline.ops.tracking import tags
 
-PYFUNC = Path(__file__).resolve().parents[1] / "serving" / "onnx_pyfunc.py"
+PYFUNC = Path(__file__).resolve().parents[2] / "serving" / "onnx_pyfunc.py"  # src/paperline/serving
 MIN_COSINE = {"optimized": 0.999, "int8": 0.95}
 CHECK_SENTENCES = ["A man is playing a guitar.", "A woman is slicing an onion.", "Two dogs run across a field.",
                    "The stock market fell sharply on Monday after the announcement.", "no", "Il pleut."]
@@ -98,8 +99,8 @@ def export_registered(client, model: str, variant: str = "optimized") -> OnnxVer
                 pip_requirements=pinned_requirements(REQUIREMENTS), input_example=SENTENCES_EXAMPLE,
                 metadata={"source": uri, "variant": variant})
         registered = mlflow.register_model(info.model_uri, target, tags={
-            "paperline.onnx.source": uri, "paperline.onnx.variant": variant,
-            "paperline.onnx.min_cosine": f"{cosine:.6f}"})
+            tags.ONNX_SOURCE: uri, tags.ONNX_VARIANT: variant,
+            tags.ONNX_MIN_COSINE: f"{cosine:.6f}"})
         client.set_registered_model_alias(target, alias, registered.version)
     return OnnxVersion(target, str(registered.version), alias, uri, variant, cosine, run.info.run_id)
 

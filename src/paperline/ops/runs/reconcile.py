@@ -4,9 +4,9 @@ A run writes its lineage row as `running` when it starts and holds the lock `run
 store until it ends (`AuditStore.hold`: the lock dies with the process, a SIGKILL included). A `running` row whose
 lock can be taken is therefore a run that died. `close_abandoned_runs` closes each: its MLflow run ends as
 FAILED, a model version it created without the audit row that completes a registration is deleted (the version
-and its `register` row appear together or not at all), every alias of its model is put back where the audit history says it is, and its lineage row says
-`interrupted`. Every `paperline
-run` calls it before it starts; `paperline doctor` calls it on demand and reports what it repaired.
+and its `register` row appear together or not at all), every alias of its model is put back where the audit
+history says it is, and its lineage row says `interrupted`. Every `paperline run` calls it before it starts;
+`paperline doctor` calls it on demand and reports what it repaired.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from paperline.ops.store import AuditStore, LineageRecord
+from paperline.ops.store.audit import AuditStore, LineageRecord
+from paperline.ops.tracking import tags
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ def _close(store: AuditStore, client: Any, record: LineageRecord) -> Repair:
     if record.mlflow_run_id:
         try:
             if client.get_run(record.mlflow_run_id).info.status == "RUNNING":
-                client.set_tag(record.mlflow_run_id, "paperline.status", "interrupted")
+                client.set_tag(record.mlflow_run_id, tags.STATUS, "interrupted")
                 client.set_terminated(record.mlflow_run_id, status="FAILED")
                 actions.append("MLflow run closed as FAILED")
         except MlflowException as error:
@@ -53,7 +54,7 @@ def _close(store: AuditStore, client: Any, record: LineageRecord) -> Repair:
         actions += _align_aliases(store, client, record.model_name)
     store.update_lineage(record.id, status="interrupted",
                          details={**(record.details or {}), "error": "the run's process ended without closing it; "
-                                  "closed by the next start (paperline.ops.reconcile)"})
+                                  "closed by the next start (paperline.ops.runs.reconcile)"})
     actions.append("lineage: interrupted")
     return Repair(record.project, record.mlflow_run_id, actions)
 

@@ -13,7 +13,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from paperline.ops.policy import Policy, decide
+from paperline.ops.registry.policy import Policy, decide
 
 
 @dataclass(frozen=True)

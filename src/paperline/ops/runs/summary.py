@@ -1,8 +1,36 @@
-"""What `paperline run` prints at the end of a run, and what the flow returns."""
+"""What a flow returns, typed: a run's summary, or the gate that stopped it.
+
+The CLI's exit code follows the type (`exit_code`), never the text of a message: a run and a sweep stopped by a
+data gate both return a `GateFailure`, so both exit 3.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
+
+from paperline.core.errors import BAD_DATA, FAILURE
+
+
+@dataclass
+class GateFailure:
+    """A run or a sweep that a gate stopped before any training: nothing trained, nothing registered."""
+
+    gate: str  # which gate: "data gate", or "the gate over the generated data"
+    findings: list[str]  # the gate's summary lines, one per failed expectation
+    exit_code: ClassVar[int] = BAD_DATA
+
+    @property
+    def message(self) -> str:
+        return f"{self.gate} failed: {'; '.join(self.findings)}"
+
+
+def exit_code(failed: bool, outcome: object) -> int:
+    """The CLI's exit code for a flow's end: 0 when it did not fail, a gate's exit code when a gate stopped it,
+    1 for any other failure."""
+    if not failed:
+        return 0
+    return outcome.exit_code if isinstance(outcome, GateFailure) else FAILURE
 
 
 @dataclass
@@ -11,7 +39,7 @@ class RunSummary:
 
     project: str
     config: str
-    status: str  # registered | cached | gate-failed | failed
+    status: str  # registered | cached | failed (a gate that stops a run returns a GateFailure instead)
     metrics: dict[str, float] = field(default_factory=dict)
     model_name: str | None = None
     model_version: str | None = None
@@ -40,7 +68,8 @@ class RunSummary:
 
     def lines(self, primary_metric: str | None = None) -> list[str]:
         elapsed = f" in {_duration(self.elapsed_s)}" if self.elapsed_s is not None else ""
-        out = [f"{self.project} [{self.config}]: {self.status}{elapsed}" + (f": {self.message}" if self.message else "")]
+        message = f": {self.message}" if self.message else ""
+        out = [f"{self.project} [{self.config}]: {self.status}{elapsed}{message}"]
         shown = sorted(self.metrics.items())
         if len(shown) > 12:  # a grid of metrics belongs in MLflow; the summary keeps the headline numbers
             shown = [(k, v) for k, v in shown if k.endswith(str(primary_metric))] or shown[:12]

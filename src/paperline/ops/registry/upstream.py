@@ -35,6 +35,7 @@ from paperline.core.config import ConfigError, ProjectConfig, UpstreamUse
 from paperline.core.errors import PaperlineError
 from paperline.project.discovery import get_project
 from paperline.project.interface import UpstreamModel
+from paperline.ops.tracking import tags
 
 
 class UpstreamError(PaperlineError):
@@ -95,7 +96,7 @@ def fetch(client: Any, version: Any, role: str, use: UpstreamUse, cache_dir: Pat
         local.rename(dest) if local != partial else partial.rename(dest)
         shutil.rmtree(partial, ignore_errors=True)
     return UpstreamModel(role=role, project=use.project, name=name, alias=use.alias, version=number,
-                         run_id=version.run_id, cache_key=(version.tags or {}).get("paperline.cache_key"), path=dest)
+                         run_id=version.run_id, cache_key=(version.tags or {}).get(tags.CACHE_KEY), path=dest)
 
 
 def missing_after_run(name: str, alias: str, project: str, config: str) -> UpstreamError:

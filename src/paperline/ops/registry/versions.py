@@ -1,6 +1,6 @@
 """Model versions as paperline names them: aliases, tags, the registry's errors, and small readers of both.
 
-Shared by `paperline.ops.registry` (alias moves) and `paperline.ops.registration` (new versions).
+Shared by `paperline.ops.registry.aliases` (alias moves) and `paperline.ops.registry.registration` (new versions).
 """
 
 from __future__ import annotations
@@ -15,16 +15,12 @@ from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException
 
 from paperline.core.errors import PaperlineError
-from paperline.ops.manual_policy import PolicyView
-from paperline.ops.policy import Budget, GridCell, choose_cell
+from paperline.ops.registry.manual_policy import PolicyView
+from paperline.ops.registry.policy import Budget, GridCell, choose_cell
+from paperline.ops.tracking import tags
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
-PRIMARY_METRIC_TAG = "paperline.primary_metric"
-LOWER_IS_BETTER_TAG = "paperline.lower_is_better"  # set only on versions whose primary metric is a loss
-METRIC_TAG_PREFIX = "paperline.metric."
-PROJECT_TAG = "paperline.project"
-GATE_TAG = "paperline.gate_passed"  # on the MLflow run (tracking.log_gate); a version may carry it too
 BUDGET_ALIAS = re.compile(r"champion-l(\d+)-d(\d+)")
 # MLflow's own default: registries that copy artifacts (Databricks, Unity Catalog) can take minutes.
 READY_TIMEOUT_S = 300.0
@@ -88,9 +84,9 @@ def version_metrics(version: ModelVersion) -> dict[str, float]:
     """The metrics a version was registered with (its ``paperline.metric.*`` tags)."""
     metrics = {}
     for key, value in version.tags.items():
-        if key.startswith(METRIC_TAG_PREFIX):
+        if key.startswith(tags.METRIC_PREFIX):
             try:
-                metrics[key.removeprefix(METRIC_TAG_PREFIX)] = float(value)
+                metrics[key.removeprefix(tags.METRIC_PREFIX)] = float(value)
             except ValueError:
                 pass  # someone's hand-written tag, not a number: not part of the grid
     return metrics
@@ -98,11 +94,11 @@ def version_metrics(version: ModelVersion) -> dict[str, float]:
 
 def budget_cell(version: ModelVersion, budget: Budget) -> GridCell | None:
     """The grid cell of ``version`` that ``budget``'s alias serves: the best on its primary metric within it."""
-    metric = version.tags.get(PRIMARY_METRIC_TAG)
+    metric = version.tags.get(tags.PRIMARY_METRIC)
     if not metric:
         return None
     return choose_cell(version_metrics(version), metric, budget,
-                       greater_is_better=version.tags.get(LOWER_IS_BETTER_TAG) != "true")
+                       greater_is_better=version.tags.get(tags.LOWER_IS_BETTER) != "true")
 
 
 def _required_reason(reason: str | None, what: str) -> str:

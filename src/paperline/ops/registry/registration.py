@@ -1,8 +1,8 @@
 """New model versions: create one from a logged model, wait until it is READY, link it to the logged model, point
 ``challenger`` at it, and undo all of it if any step fails (no half-registered model is left behind).
 
-The registering half of `paperline.ops.registry.ModelRegistry`, which mixes it in: it uses the registry's client,
-its per-model lock and its audited alias move.
+The registering half of `paperline.ops.registry.aliases.ModelRegistry`, which mixes it in: it uses the
+registry's client, its per-model lock and its audited alias move.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException
 
-from paperline.ops.model_versions import CHALLENGER, READY_TIMEOUT_S, RegistryError, _is
+from paperline.ops.registry.versions import CHALLENGER, READY_TIMEOUT_S, RegistryError, _is
 
 
 class VersionRegistration:

@@ -1,7 +1,7 @@
 """One table across projects: every registered model's champion on one task, from the registry, no retraining.
 
 `build_leaderboard(client, task)` reads, for each registered model whose `champion` alias exists, the version's
-tags (`paperline.metric.*` as written at registration by `paperline.ops.decisions.version_tags`, the project,
+tags (`paperline.metric.*` as written at registration by `paperline.ops.registry.decisions.version_tags`, the project,
 the dataset md5) and its MLflow run's params (the resolved config, flattened: `train.stages.0.loss`), and
 keeps the champions that report the task's test metric. The comparison a user otherwise assembles by hand in
 the MLflow UI. `log_leaderboard` writes the table to MLflow (experiment `paperline-leaderboard`, one run per
@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from paperline.core.errors import PaperlineError
+from paperline.ops.tracking import tags
 
 EXPERIMENT = "paperline-leaderboard"
 CHAMPION = "champion"
-METRIC_TAG_PREFIX = "paperline.metric."  # as written by paperline.ops.decisions.version_tags
 COST_METRIC = "encode_ms_per_1k"  # a project's served model's encode latency per 1,000 sentences, in ms
 
 
@@ -176,7 +176,7 @@ def build_leaderboard(client: Any, task: str = "stsb", include_capped: bool = Fa
         if CHAMPION not in (model.aliases or {}):
             continue
         version = client.get_model_version_by_alias(model.name, CHAMPION)
-        tags = dict(version.tags or {})
+        version_tags = dict(version.tags or {})
         run_tags, run_metrics, params = {}, {}, {}
         if version.run_id:
             try:
@@ -185,8 +185,8 @@ def build_leaderboard(client: Any, task: str = "stsb", include_capped: bool = Fa
             except Exception as error:  # noqa: BLE001  a deleted run (any store's error): the version's tags remain
                 board.skipped.append(f"{model.name} v{version.version} (its run: {str(error).splitlines()[0]})")
         # The metrics registered with the version, else the run's (a version registered by hand has no tags).
-        metrics = {**run_metrics, **{k.removeprefix(METRIC_TAG_PREFIX): v for k, v in tags.items()
-                                     if k.startswith(METRIC_TAG_PREFIX) and _number(v) is not None}}
+        metrics = {**run_metrics, **{k.removeprefix(tags.METRIC_PREFIX): v for k, v in version_tags.items()
+                                     if k.startswith(tags.METRIC_PREFIX) and _number(v) is not None}}
         metrics = {k: float(v) for k, v in metrics.items()}
         if spec.test not in metrics:
             continue
@@ -195,31 +195,28 @@ def build_leaderboard(client: Any, task: str = "stsb", include_capped: bool = Fa
             board.skipped.append(f"{model.name} v{version.version} (evaluated on {capped}, not the whole split; "
                                  "--include-capped lists it)")
             continue
-        lineage = {**run_tags, **tags}  # the version's own tags first
+        lineage = {**run_tags, **version_tags}  # the version's own tags first
         board.rows.append(Row(
-            project=lineage.get("paperline.project") or "-", model=model.name, version=str(version.version),
+            project=lineage.get(tags.PROJECT) or "-", model=model.name, version=str(version.version),
             test=metrics[spec.test], dev=metrics.get(spec.dev) if spec.dev else None,
             extra={m: metrics.get(m) for m in spec.extra},
             params=key_params(params) + (f" (scored on {capped})" if capped else ""),
-            data_version=lineage.get("paperline.dataset_md5") or "-", cost_ms_per_1k=cost_of(metrics)))
+            data_version=lineage.get(tags.DATASET_MD5) or "-", cost_ms_per_1k=cost_of(metrics)))
     board.rows.sort(key=lambda r: r.test, reverse=True)  # every task's test metric is greater-is-better
     return board
 
 
-def log_leaderboard(board: Leaderboard) -> str:
-    """One MLflow run in the `paperline-leaderboard` experiment holding the table; returns its run id. Call
-    after `paperline.ops.tracking.connect`, which points the fluent API at the workspace's store."""
-    import logging
+def log_leaderboard(board: Leaderboard, client, artifact_root: str | None) -> str:
+    """One MLflow run in the `paperline-leaderboard` experiment holding the table; returns its run id. The
+    experiment is made as every project's is (`paperline.ops.tracking.client.experiment_id`): its artifacts go
+    under the workspace's artifact root, never a ./mlruns of the current folder."""
+    from paperline.ops.tracking import runs
+    from paperline.ops.tracking.client import experiment_id
 
-    import mlflow
-
-    # MLflow announces at INFO that it creates the experiment on the first call: not the user's concern.
-    logging.getLogger("mlflow.tracking.fluent").setLevel(logging.WARNING)
-    mlflow.set_experiment(EXPERIMENT)
-    with mlflow.start_run(run_name=f"leaderboard-{board.task}") as run:
-        mlflow.set_tags({"paperline.leaderboard.task": board.task})
-        mlflow.log_params({"task": board.task, "metric": board.spec.test})
-        mlflow.log_metric("models", len(board.rows))
+    experiment = experiment_id(client, EXPERIMENT, artifact_root)
+    with runs.start_run(experiment, f"leaderboard-{board.task}", {tags.LEADERBOARD_TASK: board.task}) as run:
+        runs.log_params({"task": board.task, "metric": board.spec.test})
+        runs.log_metrics({"models": len(board.rows)})
         if board.rows:
-            mlflow.log_table(data=board.columns(), artifact_file=f"leaderboard_{board.task}.json")
+            runs.log_tables({f"leaderboard_{board.task}": board.columns()})
     return run.info.run_id

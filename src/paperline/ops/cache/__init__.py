@@ -1,0 +1,1 @@
+"""Cache keys and the cached step results (checked JSON, never pickles)."""

@@ -1,0 +1,1 @@
+"""The audit and lineage store: its tables and its locks."""

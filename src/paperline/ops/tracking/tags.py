@@ -1,0 +1,52 @@
+"""Every `paperline.*` tag name, on MLflow runs, experiments and model versions: one home for each.
+
+A tag is how the MLflow UI, the leaderboard, the audit and a later run find what a run did, so its name is a
+contract: readers and writers import it from here instead of spelling it again.
+"""
+
+PREFIX = "paperline."
+
+# who a run is (paperline.ops.registry.decisions.Lineage writes them on the run and on its model version)
+PROJECT = "paperline.project"
+CONFIG = "paperline.config"
+GIT_COMMIT = "paperline.git_commit"
+DATASET_MD5 = "paperline.dataset_md5"
+FLOW_RUN_ID = "paperline.flow_run_id"
+FLOW_RUN_URL = "paperline.flow_run_url"
+
+# how a run went
+STATUS = "paperline.status"  # running statuses of the lineage store: registered | cached | gate-failed | failed | ...
+ERROR = "paperline.error"  # the first 4,000 characters of what ended a failed run
+CACHE_KEY = "paperline.cache_key"  # also on a model version: one registration per cache key
+CACHE_HIT = "paperline.cache_hit"
+GATE_PASSED = "paperline.gate_passed"  # the data gate's verdict (`gate_passed` below names the one over generated data)
+MODEL_VERSION = "paperline.model_version"
+CHAMPION_MOVED = "paperline.champion_moved"
+TRAIN_NOTE_PREFIX = "train."  # + a training note (device, precision, a chosen setting)
+
+# a model version's numbers (paperline.ops.registry.decisions.version_tags)
+PRIMARY_METRIC = "paperline.primary_metric"
+LOWER_IS_BETTER = "paperline.lower_is_better"  # set only on versions whose primary metric is a loss
+METRIC_PREFIX = "paperline.metric."  # + the metric's name: its value at registration
+
+# sweeps: the parent run and its trials (flows/sweep.py)
+SWEEP = "paperline.sweep"  # parent | trial
+SWEEP_RUNNER = "paperline.sweep.runner"
+SWEEP_TRIAL = "paperline.sweep.trial"
+SWEEP_PARAM_PREFIX = "paperline.sweep.param."
+SWEEP_BEST = "paperline.sweep.best"
+SWEEP_BEST_TRIAL = "paperline.sweep.best_trial"
+SWEEP_BEST_RUN_ID = "paperline.sweep.best_run_id"
+SWEEP_REASON = "paperline.sweep.reason"
+SWEEP_FAILED_TRIALS = "paperline.sweep.failed_trials"
+
+# other runs
+LEADERBOARD_TASK = "paperline.leaderboard.task"
+ONNX_SOURCE = "paperline.onnx.source"
+ONNX_VARIANT = "paperline.onnx.variant"
+ONNX_MIN_COSINE = "paperline.onnx.min_cosine"
+
+
+def gate_passed(gate_name: str) -> str:
+    """The verdict tag of a gate whose report folder is `gate_name` (`data_gate`, `generated_data_gate`)."""
+    return f"{PREFIX}{gate_name.removesuffix('data_gate')}gate_passed"
