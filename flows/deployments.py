@@ -3,10 +3,10 @@
 `paperline deploy [--pool NAME]` and `paperline run <project> --on <deployment-or-pool>` load these functions
 through the `paperline.flows` entry points `deploy` and `submit` (the library never imports Prefect; see the
 layering contracts in pyproject.toml). Work pools are created from the base job templates in infra/pools/
-(`pools.yaml` says which pool has which worker type and template). The deployments are infra/prefect.yaml's plus
-one per project config (`paperline.ops.deployments.deployment_file`), written to the workspace and registered by
-Prefect's own `prefect deploy --prefect-file <workspace>/prefect.generated.yaml`, which runs the build step and
-records the pull step, `enter_checkout` below.
+(`pools.yaml` says which pool has which worker type and template). The deployments are infra/prefect.yaml's
+plus one per project config (`paperline.ops.services.deployment_specs.deployment_file`), written to the workspace
+and registered by Prefect's own `prefect deploy --prefect-file <workspace>/prefect.generated.yaml`, which runs the
+build step and records the pull step, `enter_checkout` below.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from paperline.core.settings import Settings
-from paperline.ops.deployments import (
+from paperline.ops.services.deployment_specs import (
     FLOW_NAME,
     RUN_ENTRYPOINT,
     DeploymentError,

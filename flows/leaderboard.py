@@ -1,7 +1,7 @@
-"""The leaderboard as a Prefect table artifact `leaderboard-<task>` (README "Commands": `paperline leaderboard`).
+"""The leaderboard as a Prefect table artifact `leaderboard-<task>` (docs/commands.md: `paperline leaderboard`).
 
 Loaded by the CLI through the `paperline.flows` entry point `leaderboard_artifact` (the library never imports
-Prefect), after it has built the table (`paperline.ops.leaderboard`) and found a Prefect server that answers:
+Prefect), after it has built the table (`paperline.ops.registry.champions`) and found a Prefect server that answers:
 PREFECT_API_URL must point at it. A small flow (`paperline-leaderboard`, run name `leaderboard-<task>`) because
 Prefect 3 deprecates artifacts created outside a flow or task run; each call is a new version of the same keyed
 artifact, its history on the dashboard's Artifacts page.

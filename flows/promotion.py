@@ -14,7 +14,6 @@ import argparse
 import re
 from uuid import UUID
 
-from mlflow.exceptions import MlflowException
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
@@ -22,9 +21,9 @@ from prefect.states import Failed
 
 from paperline.core.errors import PaperlineError
 from paperline.core.settings import Settings
-from paperline.ops import tracking
-from paperline.ops.registry import ModelRegistry, PolicyRefusal
-from paperline.ops.store import AuditStore
+from paperline.ops.tracking.client import connect
+from paperline.ops.registry.aliases import ModelRegistry, PolicyRefusal
+from paperline.ops.store.audit import AuditStore
 
 
 def _actor() -> str:
@@ -46,15 +45,8 @@ def _actor() -> str:
 
 def _registry() -> ModelRegistry:
     settings = Settings.from_env()  # as run_project's connect_services: the workspace's or the team's services
-    return ModelRegistry(tracking.connect(settings), AuditStore(settings.store_url), actor=_actor(),
+    return ModelRegistry(connect(settings), AuditStore(settings.store_url), actor=_actor(),
                          policy_path=settings.policy_path)
-
-
-def _aliases(registry: ModelRegistry, name: str) -> dict[str, str]:
-    try:
-        return {alias: str(v) for alias, v in registry.client.get_registered_model(name).aliases.items()}
-    except MlflowException:  # an unknown model: the refusal says so; the table is just empty
-        return {}
 
 
 def artifact_key(model_name: str) -> str:
@@ -64,7 +56,7 @@ def artifact_key(model_name: str) -> str:
 
 def _report(registry: ModelRegistry, name: str, title: str, before: dict[str, str], reason: str,
             view: dict | None, outcome: str) -> None:
-    after = _aliases(registry, name)
+    after = registry.aliases(name)
     rows = [f"| {alias} | {'v' + before[alias] if alias in before else '-'} | "
             f"{'v' + after[alias] if alias in after else '-'} |" for alias in sorted(set(before) | set(after))]
     lines = [f"## {title}", "", f"**{outcome}**", "", f"- actor: `{registry.actor}`", f"- reason: {reason}", "",
@@ -88,7 +80,7 @@ def promote_model(model_name: str, version: str, reason: str, force: bool = Fals
             is never a refusal.
     """
     registry = _registry()
-    before = _aliases(registry, model_name)
+    before = registry.aliases(model_name)
     title = f"promote {model_name} v{version}"
     try:
         event = registry.promote(model_name, version, reason, force=force)
@@ -115,7 +107,7 @@ def rollback_model(model_name: str, reason: str):
         reason: Why; written to the audit history with this flow run as the actor.
     """
     registry = _registry()
-    before = _aliases(registry, model_name)
+    before = registry.aliases(model_name)
     title = f"roll back {model_name}"
     try:
         event = registry.rollback(model_name, reason)

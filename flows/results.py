@@ -1,7 +1,7 @@
 """Cached task results that cannot run code, and the check a flow makes before it uses one.
 
 The cached tasks (data gate, train, evaluate) persist their results with `RESULTS`, a Prefect serializer over
-`paperline.ops.cached_results` (checked JSON of paperline's own result types; nothing is unpickled, nothing is
+`paperline.ops.cache.results` (checked JSON of paperline's own result types; nothing is unpickled, nothing is
 imported by name). That is not enough on its own: a stored record names the serializer it was written with, and
 Prefect reads a record with the serializer it names, already when it only checks whether the record exists. A
 file swapped into the result store saying `"type": "pickle"` would run. So before a cached task is called,
@@ -20,11 +20,11 @@ from prefect import get_run_logger
 from prefect.results import get_result_store
 from prefect.serializers import Serializer
 
-from paperline.ops.cached_results import CachedResultError, decode, encode
+from paperline.ops.cache.results import CachedResultError, decode, encode
 
 
 class PaperlineResultSerializer(Serializer):
-    """Prefect's view of `paperline.ops.cached_results`: dumps and loads through the checked JSON codec."""
+    """Prefect's view of `paperline.ops.cache.results`: dumps and loads through the checked JSON codec."""
 
     type: Literal["paperline-json"] = "paperline-json"
 

@@ -9,8 +9,8 @@ import pytest
 import yaml
 from repo_copy import REPO
 
-from paperline.ops import deployments
-from paperline.ops.sweep import (
+from paperline.ops.services import deployment_specs as deployments
+from paperline.ops.runs.sweep_grid import (
     SweepError,
     TrialResult,
     best_trial,
@@ -124,7 +124,7 @@ def test_the_runner_spec_picks_prefects_task_runner():
     from prefect.task_runners import ThreadPoolTaskRunner
     from prefect_dask import DaskTaskRunner
 
-    from paperline_flows.sweep import make_task_runner
+    from paperline_flows.task_runners import make_task_runner
 
     assert isinstance(make_task_runner(parse_runner("thread"), 3), ThreadPoolTaskRunner)
     local = make_task_runner(parse_runner("dask"), 2)
