@@ -28,13 +28,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def _premise_triplets(count: int, seed: int) -> list:
     from paperline.data.datasets import read_frame
     from paperline.data.kinds import get_kind
-    from paperline.project.discovery import project_module
+    from paperline.project.discovery import register_projects
 
-    method = project_module(ROOT / "projects" / "multicsr" / "method.py")
+    register_projects(ROOT / "projects")
+    from paperline_projects.multicsr.triplets import human_triplets
     kind = get_kind("nli_pairs")
     rows = [row for split in ("dev", "test") for row in kind.rows(read_frame(ROOT / "data" / "snli" / f"{split}.tsv",
                                                                               "nli_pairs"))]
-    return method.human_triplets(rows, count, seed)
+    return human_triplets(rows, count, seed)
 
 
 def same(a: str, b: str) -> bool:
@@ -53,9 +54,10 @@ def measure(lm: str, triplets: list, batch_size: int, max_new_tokens: int, seed:
     from paperline.data.datasets import read_frame
     from paperline.data.kinds import get_kind
     from paperline.ml.causal_lm import load_causal_lm
-    from paperline.project.discovery import project_module
+    from paperline.project.discovery import register_projects
 
-    gen = project_module(ROOT / "projects" / "multicsr" / "generation.py")
+    register_projects(ROOT / "projects")
+    from paperline_projects.multicsr import generation as gen
     started = time.perf_counter()
     model, tokenizer = load_causal_lm(lm)  # the first time: de-quantise and convert the GGUF
     first_load = time.perf_counter() - started

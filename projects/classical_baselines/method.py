@@ -31,39 +31,30 @@ Example:
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # prepare + evaluate without Prefect or MLflow (paperline.project.local_run)
+    from paperline.project.local_run import main_file
+
+    main_file(__file__)
+
 import time
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from paperline.core.config import ProjectConfig, StrictModel
-from paperline.project.discovery import project_module
-from paperline.project.interface import (
-    Evaluation,
-    ProjectData,
-    PyfuncSpec,
-    RunContext,
-    TrainedModel,
-)
-from paperline.project.sections import SENTENCES_EXAMPLE, pyfunc_spec
+from paperline.project.interface import Evaluation, ProjectData, RunContext, TrainedModel
+from paperline.project.metrics import metric_name, spearman_name, spearman_names
 
-HERE = Path(__file__).resolve().parent
-MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+from . import static_vectors as sv
+from .arms import CorpusPart, Evaluate, arm_encoders, corpus_texts, score_arms, serving_spec
+
 Arm = Literal["tfidf", "glove_avg", "sif_glove", "wordllama", "minilm"]
 ARMS: tuple[str, ...] = ("tfidf", "glove_avg", "sif_glove", "wordllama", "minilm")
 SERVED = "sif_glove"  # the arm registered and served; its numbers are the unprefixed headline metrics
 
-sv = project_module(HERE / "static_vectors.py")
-
 
 # ---- config ------------------------------------------------------------------------------------------------
-
-
-class CorpusPart(StrictModel):
-    dataset: str
-    split: str
 
 
 class Sif(StrictModel):
@@ -73,15 +64,7 @@ class Sif(StrictModel):
     max_rows: int | None = Field(None, ge=2)  # rows per corpus part, for smoke runs
 
 
-class Evaluate(StrictModel):
-    dataset: str = "stsb"
-    splits: list[str] = Field(default_factory=lambda: ["dev", "test"])
-    max_rows: int | None = Field(None, ge=2)
-    batch_size: int = Field(64, ge=1)  # MiniLM and WordLlama batches
-
-
-class Config(ProjectConfig):
-    base_model: str = MINILM  # the `minilm` arm
+class Config(ProjectConfig):  # base_model (the card's): the `minilm` arm
     threads: int | None = Field(None, ge=1)  # torch CPU threads (the minilm arm); None leaves torch's default
     arms: list[Arm] = Field(default_factory=lambda: list(ARMS))
     tfidf_fit: CorpusPart = CorpusPart(dataset="stsb", split="train")  # IDF from these sentences
@@ -96,29 +79,10 @@ class Config(ProjectConfig):
 
     def metric_names(self) -> set[str]:
         """The served SIF arm's Spearman per split (test is the primary metric), and every arm's."""
-        names = {f"{self.evaluate.dataset}_{split}_spearman" for split in self.evaluate.splits}
-        return names | {f"{arm}_{name}" for arm in self.arms for name in names}
+        return spearman_names(self.evaluate.dataset, self.evaluate.splits, ["", *self.arms])
 
 
-# ---- helpers -----------------------------------------------------------------------------------------------
-
-
-def texts_of(row) -> list[str]:
-    """The texts of one row of any kind this project reads: both sentences of a pair, or a gloss."""
-    for fields in (("sentence1", "sentence2"), ("premise", "hypothesis"), ("definition",)):
-        if all(hasattr(row, f) for f in fields):
-            return [getattr(row, f) for f in fields]
-    raise TypeError(f"no text fields in a {type(row).__name__} row")
-
-
-def corpus_texts(parts: list[CorpusPart], data: ProjectData, max_rows: int | None = None) -> list[str]:
-    return [text for part in parts for row in data.read(part.dataset, part.split, max_rows) for text in texts_of(row)]
-
-
-def spearman100(gold, predicted) -> float:
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(gold, predicted).statistic * 100)
+# ---- SIF -----------------------------------------------------------------------------------------------------
 
 
 def fit_sif(texts: list[str], words: list[str], vectors: np.ndarray, a: float):
@@ -126,56 +90,6 @@ def fit_sif(texts: list[str], words: list[str], vectors: np.ndarray, a: float):
     encoder = sv.StaticEncoder(words, vectors, sv.sif_weights(words, sv.word_counts(texts), a))
     encoder.fit_pc(texts)
     return encoder
-
-
-class _Tfidf:
-    """scikit-learn's TfidfVectorizer (l2-normalised rows, so a pair's cosine is a dot product)."""
-
-    def __init__(self, texts: list[str]):
-        from sklearn.feature_extraction.text import TfidfVectorizer
-
-        self.vectorizer = TfidfVectorizer(lowercase=True).fit(texts)
-
-    def encode(self, sentences: list[str]):
-        return self.vectorizer.transform(sentences)
-
-    @staticmethod
-    def cosine(a, b) -> np.ndarray:
-        return np.asarray(a.multiply(b).sum(axis=1)).ravel()
-
-
-def wordllama_model():
-    """WordLlama from its wheel, offline. Its weights and tokenizer file ship in the wheel, but 0.4.0 looks for the
-    tokenizer under `wordllama/tokenizer/` while the wheel has it in `wordllama/tokenizers/`, then downloads it:
-    naming the package folder as the cache folder makes the lookup find the shipped file."""
-    import wordllama
-
-    return wordllama.WordLlama.load(cache_dir=Path(wordllama.__file__).parent, disable_download=True)
-
-
-def _encoders(cfg: Config, model: TrainedModel, data: ProjectData):
-    """arm -> (encode(sentences) -> embeddings, cosine(a, b) -> per-row cosines), loaded before any timing."""
-    served = sv.StaticEncoder.load(**{k: model.output(k) for k in ("vocab", "vectors", "sif")})
-    encoders = {}
-    for arm in cfg.arms:
-        if arm == "tfidf":
-            tfidf = _Tfidf(corpus_texts([cfg.tfidf_fit], data))
-            encoders[arm] = (tfidf.encode, tfidf.cosine)
-        elif arm == "glove_avg":
-            encoders[arm] = (sv.StaticEncoder(served.words, served.vectors).embed, sv.cosine_rows)
-        elif arm == "sif_glove":
-            encoders[arm] = (served.embed, sv.cosine_rows)
-        elif arm == "wordllama":
-            wl = wordllama_model()
-            encoders[arm] = (lambda s, wl=wl: wl.embed(s, batch_size=cfg.evaluate.batch_size), sv.cosine_rows)
-        elif arm == "minilm":
-            from paperline.ml.models import load_sentence_transformer
-
-            st = load_sentence_transformer(cfg.base_model, device="cpu")
-            encoders[arm] = (lambda s, st=st: st.encode(s, batch_size=cfg.evaluate.batch_size,
-                                                        convert_to_numpy=True, show_progress_bar=False),
-                             sv.cosine_rows)
-    return encoders
 
 
 # ---- the interface -------------------------------------------------------------------------------------------
@@ -198,52 +112,24 @@ def prepare(cfg: Config, data: ProjectData, ctx: RunContext) -> TrainedModel:
                         outputs=dict(paths))
 
 
-def serving_spec(paths: dict[str, Path], dim: int) -> PyfuncSpec:
-    """The pyfunc serving SIF embeddings: models from code (pyfunc_model.py), numpy files, no pickles."""
-    return pyfunc_spec(HERE / "pyfunc_model.py", dict(paths), ["numpy"], code_paths=[HERE / "static_vectors.py"],
-                       metadata={"embedding_dim": dim, "output": f"float32 array [n, {dim}]"},
-                       input_example=SENTENCES_EXAMPLE)
-
-
 def evaluate(model: TrainedModel, cfg: Config, data: ProjectData, ctx: RunContext) -> Evaluation:
     """Every arm on every split: Spearman x100 of the pair cosines against the gold scores, and the encode time
-    per 1,000 sentences (the split's sentences, both sides, timed after a warm-up call, in this process)."""
+    per 1,000 sentences (the split's sentences, both sides, timed after a warm-up call, in this process; arms.py
+    `score_arms`); the served arm's numbers unprefixed, and the best classical arm by the first split."""
     if cfg.threads:
         import torch
 
         torch.set_num_threads(cfg.threads)
     splits = {s: data.read(cfg.evaluate.dataset, s, cfg.evaluate.max_rows) for s in cfg.evaluate.splits}
-    encoders = _encoders(cfg, model, data)
-    metrics: dict[str, float] = {}
-    table: dict[str, list] = {"arm": [], **{f"{s}_spearman": [] for s in splits}, "encode_ms_per_1k": []}
-    for arm, (encode, cosine) in encoders.items():
-        encode(SENTENCES_EXAMPLE)  # warm-up: lazy loads and first-call allocations are not encode time
-        seconds, sentences = 0.0, 0
-        table["arm"].append(arm)
-        for split, rows in splits.items():
-            began = time.perf_counter()
-            left, right = encode([r.sentence1 for r in rows]), encode([r.sentence2 for r in rows])
-            seconds += time.perf_counter() - began
-            sentences += 2 * len(rows)
-            value = spearman100([r.score for r in rows], cosine(left, right))
-            metrics[f"{arm}_{cfg.evaluate.dataset}_{split}_spearman"] = value
-            table[f"{split}_spearman"].append(round(value, 2))
-        metrics[f"{arm}_encode_ms_per_1k"] = seconds / sentences * 1e6
-        table["encode_ms_per_1k"].append(round(metrics[f"{arm}_encode_ms_per_1k"], 1))
+    encoders = arm_encoders(cfg, model, data)
+    metrics, table = score_arms(encoders, splits, cfg.evaluate.dataset)
     for split in splits:
-        metrics[f"{cfg.evaluate.dataset}_{split}_spearman"] = metrics[f"{SERVED}_{cfg.evaluate.dataset}_{split}_spearman"]
+        metrics[spearman_name(cfg.evaluate.dataset, split)] = metrics[spearman_name(cfg.evaluate.dataset, split, SERVED)]
     metrics["encode_ms_per_1k"] = metrics[f"{SERVED}_encode_ms_per_1k"]  # the served model's cost (leaderboard)
     tags = {"served_arm": SERVED}
     classical = [a for a in encoders if a != "minilm"]
-    select = f"{cfg.evaluate.dataset}_{cfg.evaluate.splits[0]}_spearman"  # chosen on the first split (dev)
-    best = max(classical, key=lambda a: metrics[f"{a}_{select}"])
+    select = spearman_name(cfg.evaluate.dataset, cfg.evaluate.splits[0])  # chosen on the first split (dev)
+    best = max(classical, key=lambda a: metrics[metric_name(a, select)])
     tags["best_classical_arm"] = f"{best} (by {select})"
     return Evaluation(metrics=metrics, tables={"arms": table}, tags=tags)
 
-
-if __name__ == "__main__":  # prepare + evaluate without Prefect or MLflow (paperline.project.local_run)
-    import sys
-
-    from paperline.project.local_run import main
-
-    main(["classical_baselines", *sys.argv[1:]])

@@ -30,8 +30,6 @@ from pydantic import Field
 
 from paperline.core.config import ProjectConfig
 from paperline.ml import cross_encoder
-from paperline.ml.evaluation import sts_metrics
-from paperline.ml.models import load_sentence_transformer
 from paperline.project.interface import Evaluation, ProjectData, PyfuncSpec, RunContext, TrainedModel
 from paperline.project.sections import EvaluateSection, FitSection
 
@@ -86,6 +84,4 @@ def evaluate(model: TrainedModel, cfg: Config, data: ProjectData, ctx: RunContex
         scores = cross_encoder.predict(scorer, _pairs(rows), e.batch_size, both_orders=e.both_orders)
         metrics[e.metric_name(split)] = cross_encoder.spearman(scores, [r.score for r in rows])
         metrics[f"{split}_pairs_per_second"] = len(rows) / (time.perf_counter() - began)
-    if e.baseline:
-        metrics.update(sts_metrics(load_sentence_transformer(cfg.base_model), splits, prefix=f"baseline_{e.dataset}"))
-    return Evaluation(metrics=metrics)
+    return Evaluation(metrics={**metrics, **e.baseline_metrics(cfg.base_model, splits)})

@@ -35,15 +35,17 @@ from pydantic import Field
 from paperline.core.config import ProjectConfig
 from paperline.data import derived
 from paperline.ml import cross_encoder
-from paperline.ml.evaluation import sts_metrics
 from paperline.ml.models import load_sentence_transformer
 from paperline.ml.training import fit
-from paperline.project.discovery import project_module
 from paperline.project.interface import Evaluation, ProjectData, RunContext, TrainedModel
+from paperline.project.metrics import with_prefix
 from paperline.project.sections import PAIRS_EXAMPLE, EvaluateSection, FitSection, pyfunc_spec, scored_pairs_dataset
 
+from . import dse
+from .teacher import pairs as _pairs
+from .teacher import teacher_scores
+
 HERE = Path(__file__).resolve().parent
-dse = project_module(HERE / "dse.py")
 
 
 class Train(FitSection):
@@ -65,9 +67,8 @@ class Evaluate(EvaluateSection):
     teacher: bool = True  # the teacher's own score in the same run
     # baseline: the base encoder's zero-shot cosine score
 
-    def metric_names(self) -> set[str]:
-        teacher = {self.metric_name(split, "teacher_") for split in self.splits} if self.teacher else set()
-        return super().metric_names() | teacher
+    def prefixes(self) -> list[str]:
+        return [*super().prefixes(), *(["teacher"] if self.teacher else [])]
 
 
 class Config(ProjectConfig):
@@ -75,27 +76,8 @@ class Config(ProjectConfig):
     evaluate: Evaluate = Evaluate()
 
 
-def _pairs(rows) -> list[tuple[str, str]]:
-    return [(r.sentence1, r.sentence2) for r in rows]
-
-
 def _arm(alpha: float) -> str:
     return f"alpha{alpha:g}"
-
-
-def teacher_scores(cfg: Config, ctx: RunContext, rows: list) -> tuple[list[float], Path]:
-    """The teacher's score for every training pair, kept in the workdir (a resumed job does not recompute)."""
-    t = cfg.train
-    teacher = ctx.upstream_model("teacher")
-    path = ctx.workdir / f"teacher_scores-{teacher.name}-v{teacher.version}.tsv"
-    saved = [float(r["teacher"]) for r in derived.read_tsv(path)] if path.is_file() else []
-    if len(saved) == len(rows):
-        return saved, path
-    model = cross_encoder.load_logged(teacher.path)
-    scores = cross_encoder.predict(model, _pairs(rows), t.teacher_batch_size, both_orders=t.teacher_both_orders)
-    derived.write_tsv(path, ["sentence1", "sentence2", "gold", "teacher"],
-                      ((r.sentence1, r.sentence2, r.score / 5.0, f"{s:.6f}") for r, s in zip(rows, scores)))
-    return [float(s) for s in scores], path
 
 
 def train_student(cfg: Config, rows: list, targets: list[float], alpha: float, folder: Path, progress: bool) -> dict:
@@ -125,8 +107,8 @@ def train(cfg: Config, data: ProjectData, ctx: RunContext) -> TrainedModel:
     metrics = {"teacher_scoring_seconds": time.perf_counter() - began, "train_pairs": len(rows)}
     outputs = {"teacher_scores": scores_file}
     for alpha in t.arms():
-        metrics.update({f"{_arm(alpha)}_{k}": v for k, v in train_student(
-            cfg, rows, targets, alpha, ctx.workdir / _arm(alpha), ctx.progress).items()})
+        metrics.update(with_prefix(train_student(cfg, rows, targets, alpha, ctx.workdir / _arm(alpha), ctx.progress),
+                                   _arm(alpha)))
         outputs[_arm(alpha)] = ctx.workdir / _arm(alpha) / "student"
     folder = outputs[_arm(t.alpha)]
     serving = pyfunc_spec(HERE / "pyfunc_model.py", {"student": folder}, ["torch", "sentence-transformers", "numpy"],
@@ -143,7 +125,7 @@ def evaluate(model: TrainedModel, cfg: Config, data: ProjectData, ctx: RunContex
     e, t = cfg.evaluate, cfg.train
     splits = e.rows(data)
     metrics: dict[str, float] = {}
-    for prefix, alpha in zip(["", "control_"], t.arms()):
+    for prefix, alpha in zip(["", "control"], t.arms()):
         encoder, head = dse.load_student(model.output(_arm(alpha)))
         for split, rows in splits.items():
             scores = dse.score_pairs(encoder, head, _pairs(rows), e.batch_size).tolist()
@@ -151,11 +133,10 @@ def evaluate(model: TrainedModel, cfg: Config, data: ProjectData, ctx: RunContex
     up = ctx.upstream_model("teacher")
     if e.teacher:
         metrics.update(cross_encoder.split_spearman(cross_encoder.load_logged(up.path), splits, e.batch_size,
-                                                    name=e.metric_name("{split}", "teacher_")))
-    if e.baseline:
-        metrics.update(sts_metrics(load_sentence_transformer(cfg.base_model), splits, prefix=f"baseline_{e.dataset}"))
+                                                    name=e.metric_name("{split}", "teacher")))
+    metrics.update(e.baseline_metrics(cfg.base_model, splits))
     for split in splits:
-        student, teacher_key = e.metric_name(split), e.metric_name(split, "teacher_")
+        student, teacher_key = e.metric_name(split), e.metric_name(split, "teacher")
         if teacher_key in metrics:  # the paper's measure: the student's relative gap to its teacher, in %
             gap = metrics[teacher_key] - metrics[student]
             metrics[f"{split}_gap_to_teacher_pct"] = 100.0 * gap / metrics[teacher_key]

@@ -31,11 +31,18 @@ from typing import Literal
 
 from pydantic import Field
 
+if __name__ == "__main__":  # outside the flow: train + evaluate, print the grids (paperline.project.local_run)
+    from paperline.project.local_run import main_file
+
+    main_file(__file__)
+
 from paperline.core.config import ProjectConfig, StrictModel
-from paperline.ml.evaluation import Backend, sts_backend
-from paperline.project.discovery import project_module
 from paperline.project.interface import Evaluation, ProjectData, RunContext, TrainedModel
+from paperline.project.metrics import spearman_name, with_prefix
 from paperline.project.sections import FitSection, scored_pairs_dataset
+
+from . import grids
+from .grids import Evaluate
 
 
 class PaperLossSettings(StrictModel):
@@ -55,32 +62,14 @@ class Train(FitSection):
     baseline_dir: str | None = None  # reuse (or create) the baseline here, e.g. shared by several objectives
 
 
-class Evaluate(StrictModel):
-    dataset: str = "stsb"
-    split: str = "test"  # the grid's split; the primary metric is the full model's cell on it
-    layers: list[int] | None = None  # None: every layer of the model
-    dims: list[int] = Field(default_factory=lambda: [32, 64, 128, 256, 384], min_length=1)
-    max_rows: int | None = Field(None, ge=2)
-    batch_size: int = Field(64, ge=1)
-    # onnx / onnx-int8: encode the grid with ONNX Runtime (paperline.ml.fast_encode) when the full model's
-    # Spearman on `check_split` stays within 0.1 of PyTorch's; the run's tags say which backend was used
-    backend: Backend = "torch"
-    check_split: str = "dev"
-
-
 class Config(ProjectConfig):
     train: Train = Train()
     evaluate: Evaluate = Evaluate()
 
     def metric_names(self) -> set[str]:
         """The full model's cell on the grid's split; the baseline's, when one is trained."""
-        name = f"{self.evaluate.dataset}_{self.evaluate.split}_spearman"
+        name = spearman_name(self.evaluate.dataset, self.evaluate.split)
         return {name, f"baseline_{name}"} if self.train.baseline else {name}
-
-
-def _paper_loss_module():
-    """The sibling `paper_loss.py` (projects are folders, not packages)."""
-    return project_module(Path(__file__).with_name("paper_loss.py"))
 
 
 def make_loss(objective: str, model, cfg: Config):
@@ -97,8 +86,10 @@ def make_loss(objective: str, model, cfg: Config):
             n_layers_per_step=-1, n_dims_per_step=-1, layer_weighting="log",
         )
     if objective == "paper":
+        from .paper_loss import TwoDMatryoshkaPaperLoss  # imports torch: only when this objective is chosen
+
         p = cfg.train.paper
-        return _paper_loss_module().TwoDMatryoshkaPaperLoss(
+        return TwoDMatryoshkaPaperLoss(
             model, cosent_weight=p.cosent_weight, angle_weight=p.angle_weight,
             kl_temperature=p.kl_temperature, kl_weight=p.kl_weight, mse_weight=p.mse_weight,
             layer_weight=p.layer_weight,
@@ -127,7 +118,7 @@ def _train_one(objective: str, cfg: Config, data: ProjectData, ctx: RunContext, 
 def train(cfg: Config, data: ProjectData, ctx: RunContext) -> TrainedModel:
     """Train the 2D Matryoshka model and, on the same rows, seed and steps, the CoSENT baseline."""
     path, result = _train_one(cfg.train.objective, cfg, data, ctx, ctx.workdir / cfg.train.objective)
-    metrics = {f"train_{k}": v for k, v in result.metrics().items()} if result else {}
+    metrics = with_prefix(result.metrics(), "train") if result else {}
     notes = {"objective": cfg.train.objective, **(result.notes() if result else {"reused": str(path)})}
     outputs = {}
     if cfg.train.baseline:
@@ -136,65 +127,29 @@ def train(cfg: Config, data: ProjectData, ctx: RunContext) -> TrainedModel:
         notes["baseline_source"] = (
             "trained in this run: CoSENT on the last layer, same rows, seed and steps" if base_result else
             f"reused {outputs['baseline']} (trained earlier with this config's data, seed and steps)")
-        metrics.update({f"baseline_{k}": v for k, v in (base_result.metrics() if base_result else {}).items()})
+        metrics.update(with_prefix(base_result.metrics() if base_result else {}, "baseline"))
     return TrainedModel(path=path, metrics=metrics, notes=notes, outputs=outputs)
 
 
 def evaluate(model: TrainedModel, cfg: Config, data: ProjectData, ctx: RunContext) -> Evaluation:
     """The layer x dimension grid (STS-B test Spearman x100) of the model and of the baseline, with a heatmap."""
-    from sentence_transformers import SentenceTransformer
-
-    from paperline.ml.layer_grid import grid_metrics, grid_spearman, grid_table, plot_grids
+    from paperline.ml.layer_grid import grid_metrics, grid_table, plot_grids
 
     e = cfg.evaluate
     pairs = data.read(e.dataset, e.split, e.max_rows)
-    prefix = f"{e.dataset}_{e.split}_spearman"
     check = data.read(e.dataset, e.check_split, e.max_rows) if e.backend != "torch" else []
-    tags = {}
-
-    def fast(st, path, name):  # the checked ONNX encoder of one model, or None for PyTorch
-        chosen, tags[f"{name}_encode_check"] = sts_backend(st, path, check, e.backend, all_layers=True)
-        tags[f"{name}_encode_backend"] = e.backend if chosen is not None else "torch"
-        return chosen
-
-    encoder = SentenceTransformer(str(model.path))
-    onnx = fast(encoder, model.path, "model")
-    grid = grid_spearman(encoder, pairs, layers=e.layers, dims=e.dims, batch_size=e.batch_size, encoder=onnx)
+    prefix, tags = spearman_name(e.dataset, e.split), {}
+    encoder, grid, onnx = grids.scored_grid(model.path, pairs, check, e, tags, "model")
     n, full = max(c[0] for c in grid), encoder.get_embedding_dimension()
-    metrics = grid_metrics(grid, prefix)
     # the primary metric is the untruncated model, whatever dims the grid lists
-    metrics[prefix] = grid[(n, full)] if (n, full) in grid else _full_cell(encoder, pairs, e.batch_size, n, full,
-                                                                           onnx=onnx)
-    grids = {cfg.train.objective: grid}
-    baseline_grid = None
+    metrics = {**grid_metrics(grid, prefix), prefix: grids.full_cell(encoder, pairs, e.batch_size, n, full, grid, onnx)}
+    grids_by_name, baseline_grid = {cfg.train.objective: grid}, None
     if "baseline" in model.outputs:
-        base = SentenceTransformer(str(model.output("baseline")))
-        base_onnx = fast(base, model.output("baseline"), "baseline")
-        baseline_grid = grid_spearman(base, pairs, layers=e.layers, dims=e.dims, batch_size=e.batch_size,
-                                      encoder=base_onnx)
+        base, baseline_grid, base_onnx = grids.scored_grid(model.output("baseline"), pairs, check, e, tags, "baseline")
         metrics.update(grid_metrics(baseline_grid, f"baseline_{prefix}"))
-        metrics[f"baseline_{prefix}"] = _full_cell(base, pairs, e.batch_size, n, full, baseline_grid, base_onnx)
-        grids["baseline"] = baseline_grid
-    out = ctx.workdir / "evaluation"
-    heatmap = plot_grids(
-        grid, baseline_grid, out / "layer_dim_grid.png",
-        title=f"STS-B {e.split} Spearman x100 by layers x dims", names=(cfg.train.objective, "baseline"),
-    )
+        metrics[f"baseline_{prefix}"] = grids.full_cell(base, pairs, e.batch_size, n, full, baseline_grid, base_onnx)
+        grids_by_name["baseline"] = baseline_grid
+    heatmap = plot_grids(grid, baseline_grid, ctx.workdir / "evaluation" / "layer_dim_grid.png",
+                         title=f"STS-B {e.split} Spearman x100 by layers x dims", names=(cfg.train.objective, "baseline"))
     return Evaluation(metrics=metrics, artifacts={"layer_dim_grid.png": heatmap},
-                      tables={"layer_dim_grid": grid_table(grids)}, tags=tags)
-
-
-def _full_cell(encoder, pairs, batch_size, n, full, grid=None, onnx=None) -> float:
-    from paperline.ml.layer_grid import grid_spearman
-
-    if grid is not None and (n, full) in grid:
-        return grid[(n, full)]
-    return grid_spearman(encoder, pairs, layers=[n], dims=[full], batch_size=batch_size, encoder=onnx)[(n, full)]
-
-
-if __name__ == "__main__":  # outside the flow: train + evaluate, print the grids (paperline.project.local_run)
-    import sys
-
-    from paperline.project.local_run import main
-
-    main(["matryoshka_2d", *sys.argv[1:]])
+                      tables={"layer_dim_grid": grid_table(grids_by_name)}, tags=tags)

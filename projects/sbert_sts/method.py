@@ -34,11 +34,12 @@ from pydantic import Field
 
 from paperline.core.config import ProjectConfig, StrictModel
 from paperline.data.kinds.nli_pairs import NliPair
-from paperline.ml.evaluation import Backend, sts_backend_results
-from paperline.ml.models import load_sentence_transformer, resolve_model_path
+from paperline.ml.evaluation import Backend
+from paperline.ml.models import load_sentence_transformer
 from paperline.ml.training import fit, save_on_main
 from paperline.project.interface import Evaluation, ProjectData, RunContext, TrainedModel
-from paperline.project.sections import EvaluateSection, FitSection, scored_pairs_dataset
+from paperline.project.metrics import with_prefix
+from paperline.project.sections import EvaluateSection, FitSection, scored_pairs_dataset, sts_evaluation
 
 # `nproc_per_node` > 1 runs `train` under torchrun: every file it writes besides fit's goes through save_on_main
 RANK_SAFE = True
@@ -121,8 +122,8 @@ def train(cfg: Config, data: ProjectData, ctx: RunContext) -> TrainedModel:
         result = fit(model, training_rows(stage, data, cfg.seed), make_loss(stage.loss, model),
                      stage.settings(stage_dir / "checkpoints", cfg.seed, ctx.progress))
         save_on_main(model.save, str(done))  # rank 0 writes, every rank waits for the finished folder
-        metrics.update({f"{stage.name}_{k}": v for k, v in result.metrics().items()})
-        notes.update({f"{stage.name}_{k}": v for k, v in result.notes().items()})
+        metrics.update(with_prefix(result.metrics(), stage.name))
+        notes.update(with_prefix(result.notes(), stage.name))
     final = ctx.workdir / "model"
     save_on_main(model.save, str(final))
     return TrainedModel(path=final, metrics=metrics, notes=notes)
@@ -130,17 +131,4 @@ def train(cfg: Config, data: ProjectData, ctx: RunContext) -> TrainedModel:
 
 def evaluate(model: TrainedModel, cfg: Config, data: ProjectData, ctx: RunContext) -> Evaluation:
     """STS Spearman x100 of the trained model and, in the same run, of the untrained base model."""
-    from sentence_transformers import SentenceTransformer
-
-    e = cfg.evaluate
-    splits = e.rows(data)
-    # with backend onnx: ONNX Runtime where it keeps dev Spearman within 0.1 of PyTorch; the tags say who scored
-    metrics, predictions, tags = sts_backend_results(SentenceTransformer(str(model.path)), model.path, splits,
-                                                     e.dataset, e.backend)
-    if e.baseline:  # the same base model in every run: its export and check are cached after the first
-        base_metrics, _, base_tags = sts_backend_results(load_sentence_transformer(cfg.base_model),
-                                                         resolve_model_path(cfg.base_model), splits,
-                                                         f"baseline_{e.dataset}", e.backend)
-        metrics.update(base_metrics)
-        tags.update(base_tags)
-    return Evaluation(metrics=metrics, predictions=predictions, tags=tags)
+    return sts_evaluation(model.path, cfg, data, cfg.evaluate.backend)

@@ -95,6 +95,22 @@ class Best:
         return cls(layer=layer, value=values[layer], last=values[-1])
 
 
+def best_metrics(curves: dict[str, list[float]], prefix: str, min_layer: int) -> dict[str, float]:
+    """Each curve's best value (at or above `min_layer`), its layer and its last-layer value, as metrics."""
+    metrics = {}
+    for name, values in curves.items():
+        best = Best.of(values, min_layer)
+        metrics.update({f"{prefix}_{name}_best": best.value, f"{prefix}_{name}_best_layer": float(best.layer),
+                        f"{prefix}_{name}_last": best.last})
+    return metrics
+
+
+def curves_table(curves: dict[str, list[float]]) -> dict[str, list]:
+    """The curves as table columns, a row per layer (0..L)."""
+    layers = len(next(iter(curves.values()), []))
+    return {"layer": list(range(layers)), **{k: [round(v, 4) for v in vs] for k, vs in curves.items()}}
+
+
 @dataclass
 class SearchResult:
     """The dev search: one row per (position, band) with its best output layer on dev, and the choice."""

@@ -27,23 +27,24 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 
+if __name__ == "__main__":  # prepare + evaluate without Prefect or MLflow (paperline.project.local_run)
+    from paperline.project.local_run import main_file
+
+    main_file(__file__)
+
 from paperline.core.config import ProjectConfig, StrictModel
-from paperline.project.discovery import project_module
-from paperline.project.interface import Evaluation, ProjectData, PyfuncSpec, RunContext, TrainedModel
-from paperline.project.sections import SENTENCES_EXAMPLE, pyfunc_spec
+from paperline.project.interface import Evaluation, ProjectData, RunContext, TrainedModel
+from paperline.project.metrics import spearman_name
 
-HERE = Path(__file__).resolve().parent
-SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
+from . import curves
+from . import token_prepending as hooks
+from .loading import load_checked, serving_spec
+
 Position = Literal["before_sentence", "before_quote"]
-
-
-hooks = project_module(HERE / "token_prepending.py")
-curves = project_module(HERE / "curves.py")
 
 
 # ---- config ------------------------------------------------------------------------------------------------
@@ -100,7 +101,6 @@ class Evaluate(StrictModel):
 
 
 class Config(ProjectConfig):
-    base_model: str = SMOLLM2
     model_cache: str | None = None  # folder for converted models; default <repo>/.paperline/models
     threads: int | None = Field(None, ge=1)  # torch CPU threads; None leaves torch's default
     embedding: Embedding = Embedding()
@@ -110,45 +110,12 @@ class Config(ProjectConfig):
 
     def metric_names(self) -> set[str]:
         """TP's dev-chosen setting on the evaluation split and, next to it, PromptEOL at its dev-chosen layer."""
-        name = f"{self.evaluate.dataset}_{self.evaluate.split}_spearman"
+        name = spearman_name(self.evaluate.dataset, self.evaluate.split)
         with_prompteol = self.search.enabled and "prompteol" in self.evaluate.baselines
         return {name, f"{name}_prompteol_devlayer"} if with_prompteol else {name}
 
 
 # ---- helpers -----------------------------------------------------------------------------------------------
-
-
-def _load(cfg: Config):
-    import torch
-
-    from paperline.ml.causal_lm import load_causal_lm, materialize
-
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    cache = Path(cfg.model_cache) if cfg.model_cache else None
-    folder = materialize(cfg.base_model, cache)
-    model, tokenizer = load_causal_lm(folder)
-    _check(cfg, model, tokenizer)
-    return model, tokenizer, folder
-
-
-def _check(cfg: Config, model, tokenizer) -> None:
-    """Settings that only the model can validate, as one clear line before any pass."""
-    from paperline.core.config import ConfigError
-
-    layers = len(hooks.decoder_layers(model))
-    bands = list(cfg.search.bands) if cfg.search.enabled else [(cfg.tp.start, cfg.tp.exit)]
-    too_deep = [b for b in bands if b[1] > layers]
-    if too_deep:
-        raise ConfigError(f"TP bands {too_deep} end beyond {cfg.base_model}'s {layers} decoder layers; "
-                          f"keep exit <= {layers}")
-    if not -(layers + 1) <= cfg.tp.output_layer <= layers:
-        raise ConfigError(f"tp.output_layer {cfg.tp.output_layer} is outside 0..{layers} (or -1..-{layers + 1})")
-    try:
-        hooks.placeholder_token(tokenizer, _settings(cfg, placeholder=cfg.tp.placeholder))
-    except ValueError:
-        raise ConfigError(f"tp.placeholder {cfg.tp.placeholder!r} is not a single token of {cfg.base_model}'s "
-                          "tokenizer; use eos or a special token of that tokenizer") from None
 
 
 def _settings(cfg: Config, **tp) -> object:
@@ -178,7 +145,7 @@ def prepare(cfg: Config, data: ProjectData, ctx: RunContext) -> TrainedModel:
     """Choose TP's placeholder position, band and output layer on STS-B dev (the knobs of Fu et al. 2025,
     arXiv 2412.11556; the reference's dev mode scores STS-B dev), and build the pyfunc model with that
     setting. No weight changes: training-free."""
-    model, tokenizer, folder = _load(cfg)
+    model, tokenizer, folder = load_checked(cfg, _settings)
     out = ctx.workdir / "token_prepending"
     out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
@@ -215,24 +182,15 @@ def prepare(cfg: Config, data: ProjectData, ctx: RunContext) -> TrainedModel:
                         outputs={"settings": settings_path, "dev_search": out / "dev_search.json"})
 
 
-def serving_spec(model_folder: str | Path, settings_path: Path, hidden_size: int) -> PyfuncSpec:
-    """The pyfunc that serves TP embeddings: models from code, no pickles."""
-    # The input schema (a list of strings) comes from predict's type hint; the output is a float32 matrix.
-    return pyfunc_spec(HERE / "pyfunc_model.py", {"lm": Path(model_folder), "settings": settings_path},
-                       ["torch", "transformers", "numpy"], code_paths=[HERE / "token_prepending.py"],
-                       metadata={"embedding_dim": hidden_size, "output": f"float32 array [n, {hidden_size}]"},
-                       input_example=SENTENCES_EXAMPLE)
-
-
 def evaluate(model: TrainedModel, cfg: Config, data: ProjectData, ctx: RunContext) -> Evaluation:
     """STS-B test Spearman x100 of every variant at every layer (one pass each), the plot, and the primary metric:
     the dev-chosen TP setting on test, next to PromptEOL at its own dev-chosen layer: the comparison Fu et al.
     2025 (arXiv 2412.11556) report for PromptEOL with and without TP on 7B-13B models."""
-    lm, tokenizer, _ = _load(cfg)
+    lm, tokenizer, _ = load_checked(cfg, _settings)
     began = time.perf_counter()
     chosen = hooks.EmbedSettings.from_json(json.loads(model.output("settings").read_text())["embedding"])
     test = curves.Split.of(data.read(cfg.evaluate.dataset, cfg.evaluate.split, cfg.evaluate.max_rows))
-    prefix = f"{cfg.evaluate.dataset}_{cfg.evaluate.split}_spearman"
+    prefix = spearman_name(cfg.evaluate.dataset, cfg.evaluate.split)
 
     layer_curves: dict[str, list[float]] = {}
     cosines: dict = {}
@@ -254,13 +212,8 @@ def evaluate(model: TrainedModel, cfg: Config, data: ProjectData, ctx: RunContex
     metrics = {prefix: layer_curves["tp"][chosen_layer], "tp_output_layer": float(chosen_layer),
                "tp_start": float(chosen.start), "tp_exit": float(chosen.exit)}
     marks = {"tp": chosen_layer}
-    for name, values in layer_curves.items():
-        best = curves.Best.of(values, cfg.search.min_layer)
-        metrics.update({f"{prefix}_{name}_best": best.value, f"{prefix}_{name}_best_layer": float(best.layer),
-                        f"{prefix}_{name}_last": best.last})
-    tables: dict[str, dict[str, list]] = {
-        "layer_curves": {"layer": list(range(total + 1)), **{k: [round(v, 4) for v in vs] for k, vs in layer_curves.items()}}
-    }
+    metrics.update(curves.best_metrics(layer_curves, prefix, cfg.search.min_layer))
+    tables: dict[str, dict[str, list]] = {"layer_curves": curves.curves_table(layer_curves)}
     dev_file = model.output("dev_search")
     if dev_file.is_file():  # the search ran (search.enabled)
         search, extra = curves.SearchResult.load(dev_file)
@@ -284,10 +237,3 @@ def evaluate(model: TrainedModel, cfg: Config, data: ProjectData, ctx: RunContex
     plot = curves.plot_curves(layer_curves, ctx.workdir / "layer_curves.png", title, marks)
     return Evaluation(metrics=metrics, artifacts={"layer_curves.png": plot}, tables=tables)
 
-
-if __name__ == "__main__":  # prepare + evaluate without Prefect or MLflow (paperline.project.local_run)
-    import sys
-
-    from paperline.project.local_run import main
-
-    main(["token_prepending", *sys.argv[1:]])

@@ -33,20 +33,17 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
-
 from pydantic import Field, model_validator
 
 from paperline.core.config import ProjectConfig, StrictModel
-from paperline.data import derived
 from paperline.ml import cross_encoder
-from paperline.ml.evaluation import sts_spearman
 from paperline.ml.models import load_sentence_transformer
 from paperline.ml.training import fit
 from paperline.project.interface import Evaluation, ProjectData, RunContext, TrainedModel
+from paperline.project.metrics import spearman_name
 from paperline.project.sections import FitSection
 
-LABELS_HEADER = ["sentence1", "sentence2", "label"]
+from .labels import Evaluate, bi_scores, cycles_report, read_labels, write_labels
 
 
 class Side(FitSection):
@@ -80,32 +77,9 @@ class Train(StrictModel):
     batch_size_predict: int = Field(64, ge=1)
 
 
-class Evaluate(StrictModel):
-    dataset: str = "stsb"
-    select_split: str = "dev"  # the split the best cycle is chosen on
-    report_split: str = "test"
-    max_rows: int | None = Field(None, ge=2)
-
-    def metric_names(self) -> set[str]:
-        return {f"{self.dataset}_{split}_spearman" for split in (self.select_split, self.report_split)}
-
-
 class Config(ProjectConfig):
     train: Train = Train()
     evaluate: Evaluate = Evaluate()
-
-
-# ---- pseudo-labelled data: a TSV per cycle and side, identified by its sha256 ----------------------------------
-
-
-def write_labels(path: Path, pairs: list[tuple[str, str]], labels) -> str:
-    """Write (sentence1, sentence2, label) rows; returns the file's sha256, its version."""
-    return derived.write_tsv(path, LABELS_HEADER, ((a, b, f"{float(s):.6f}") for (a, b), s in zip(pairs, labels)))
-
-
-def read_labels(path: Path) -> tuple[list[tuple[str, str]], list[float]]:
-    rows = derived.read_tsv(path)
-    return [(r["sentence1"], r["sentence2"]) for r in rows], [float(r["label"]) for r in rows]
 
 
 def bi_labels(encoders, pairs: list[tuple[str, str]], batch_size: int, progress: bool = False):
@@ -124,15 +98,6 @@ def bi_labels(encoders, pairs: list[tuple[str, str]], batch_size: int, progress:
 
 
 # ---- the cycles ---------------------------------------------------------------------------------------------
-
-
-def _splits(cfg: Config, data: ProjectData) -> dict[str, list]:
-    e = cfg.evaluate
-    return {split: data.read(e.dataset, split, e.max_rows) for split in dict.fromkeys([e.select_split, e.report_split])}
-
-
-def _bi_scores(encoder, splits) -> dict[str, float]:
-    return {split: sts_spearman(encoder, rows, name=split) for split, rows in splits.items()}
 
 
 def run_cycle(cfg: Config, k: int, pairs, bis: list, splits, ctx: RunContext) -> tuple[list, dict]:
@@ -172,7 +137,7 @@ def run_cycle(cfg: Config, k: int, pairs, bis: list, splits, ctx: RunContext) ->
         fit(model, rows, CosineSimilarityLoss(model), settings)
         model.save(str(folder / ("bi" if i == 0 else f"bi{i}")))
         trained.append(model)
-    record = {"cycle": k, "bi": _bi_scores(trained[0], splits), "cross": cross_scores,
+    record = {"cycle": k, "bi": bi_scores(trained[0], splits), "cross": cross_scores,
               "bi_labels_sha256": bi_sha, "cross_labels_sha256": cross_sha, "seconds": time.perf_counter() - began}
     (folder / "cycle.json").write_text(json.dumps(record, indent=1))
     return trained, record
@@ -184,9 +149,9 @@ def train(cfg: Config, data: ProjectData, ctx: RunContext) -> TrainedModel:
 
     t = cfg.train
     pairs = [(r.sentence1, r.sentence2) for r in data.read(t.dataset, "train", t.max_rows)]  # scores unread
-    splits = _splits(cfg, data)
+    splits = cfg.evaluate.rows(data)
     bis = [load_sentence_transformer(name) for name in [cfg.base_model, *t.mutual_models]]
-    records = [{"cycle": 0, "bi": _bi_scores(bis[0], splits), "cross": {}}]
+    records = [{"cycle": 0, "bi": bi_scores(bis[0], splits), "cross": {}}]
     for k in range(1, t.cycles + 1):
         done = ctx.workdir / f"cycle{k}" / "cycle.json"
         if done.is_file():  # a resumed job: this cycle finished before the kill
@@ -215,34 +180,15 @@ def evaluate(model: TrainedModel, cfg: Config, data: ProjectData, ctx: RunContex
     from sentence_transformers import SentenceTransformer
 
     e = cfg.evaluate
-    splits = _splits(cfg, data)
-    metrics = {f"{e.dataset}_{split}_spearman": v
-               for split, v in _bi_scores(SentenceTransformer(str(model.path)), splits).items()}
+    splits = cfg.evaluate.rows(data)
+    metrics = {spearman_name(e.dataset, split): v
+               for split, v in bi_scores(SentenceTransformer(str(model.path)), splits).items()}
     saved = json.loads(model.output("cycles").read_text())
     records = saved["records"]
     metrics["best_cycle"] = float(saved["best_cycle"])
     for split in splits:  # the starting bi-encoder (cycle 0) on the same rows: the number to beat without labels
-        metrics[f"cycle0_{e.dataset}_{split}_spearman"] = records[0]["bi"][split]
-    table: dict[str, list] = {"cycle": [], "bi_dev": [], "bi_test": [], "cross_dev": [], "cross_test": [],
-                              "bi_labels_sha256": [], "cross_labels_sha256": []}
-    tags, artifacts = {}, {}
-    for r in records:
-        table["cycle"].append(r["cycle"])
-        for side in ("bi", "cross"):
-            table[f"{side}_dev"].append(round(r[side].get(e.select_split, float("nan")), 2))
-            table[f"{side}_test"].append(round(r[side].get(e.report_split, float("nan")), 2))
-            table[f"{side}_labels_sha256"].append(r.get(f"{side}_labels_sha256", ""))
-            if r["cycle"]:
-                tags[f"trans_encoder.cycle{r['cycle']}.{side}_labels.sha256"] = r[f"{side}_labels_sha256"]
-                artifacts[f"cycle{r['cycle']}_{side}_labels.tsv"] = _named_copy(model, ctx.workdir, r["cycle"], side)
+        metrics[spearman_name(e.dataset, split, "cycle0")] = records[0]["bi"][split]
+    table, tags, artifacts = cycles_report(records, e.select_split, e.report_split,
+                                           {f"cycle{r['cycle']}": model.output(f"cycle{r['cycle']}")
+                                            for r in records[1:]}, ctx.workdir)
     return Evaluation(metrics=metrics, tables={"cycles": table}, tags=tags, artifacts=artifacts)
-
-
-def _named_copy(model: TrainedModel, workdir: Path, cycle: int, side: str) -> Path:
-    """The labels file under a name that says its cycle and side (MLflow keeps artifacts by file name)."""
-    import shutil
-
-    named = workdir / "pseudo_labels" / f"cycle{cycle}_{side}_labels.tsv"
-    named.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(model.output(f"cycle{cycle}") / f"{side}_labels.tsv", named)
-    return named

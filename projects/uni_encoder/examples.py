@@ -3,6 +3,7 @@ K - 1 negatives = turns of OTHER conversations of the same split, all drawn with
 
 A held-out split's candidate sets are written once as a TSV (paperline.data.derived), one row per candidate, and
 read back from that file for evaluation, so what is scored is exactly what the run records by sha256.
+The config sections that say how many are drawn and how they are scored (`Examples`, `Evaluate`) live here too.
 """
 
 from __future__ import annotations
@@ -10,11 +11,37 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+from pydantic import Field, model_validator
+
+from paperline.core.config import StrictModel
 from paperline.data import derived
 
 CANDIDATES_HEADER = ["split", "example", "conversation", "turn", "candidate", "label", "source_conversation",
                      "source_turn", "text"]
+
+
+class Examples(StrictModel):
+    candidates: int = Field(10, ge=2)  # K: the positive and K - 1 negatives
+    max_context_turns: int = Field(20, ge=1)  # turns read before the token budget cuts from the left
+    max_context_tokens: int = Field(128, ge=8)
+    max_candidate_tokens: int = Field(48, ge=4)
+    dev_contexts: int | None = Field(100, ge=1)  # held-out examples per split (None: every turn >= 1)
+    test_contexts: int | None = Field(200, ge=1)
+
+    @model_validator(mode="after")
+    def _positions(self):
+        if self.max_context_tokens + self.max_candidate_tokens > 512:
+            raise ValueError("examples.max_context_tokens + examples.max_candidate_tokens must be <= 512, "
+                             "BERT's position embeddings (candidates' positions continue after the context)")
+        return self
+
+
+class Evaluate(StrictModel):
+    splits: list[Literal["dev", "test"]] = Field(default_factory=lambda: ["dev", "test"])
+    batch_size: int = Field(8, ge=1)  # contexts per forward pass, the same for every arm
+    baseline: bool = True  # also score the untrained MiniLM as a bi-encoder (zero-shot)
 
 
 @dataclass(frozen=True)
@@ -105,3 +132,24 @@ def ranking_metrics(scores: list[list[float]], labels: list[int]) -> dict[str, f
     n = len(ranks)
     return {"r10_at_1": 100.0 * sum(r == 1 for r in ranks) / n, "r10_at_2": 100.0 * sum(r <= 2 for r in ranks) / n,
             "mrr": 100.0 * sum(1.0 / r for r in ranks) / n}
+
+
+def write_held_out(path: Path, cfg, read) -> str:
+    """The dev/test candidate sets of `cfg.evaluate.splits` (`read(split)` gives a split's turns), sampled with
+    seeds of their own, written to `path`; returns the file's sha256, their version."""
+    e, held_out = cfg.examples, {}
+    for i, split in enumerate(cfg.evaluate.splits):
+        convs = conversations(read(split))
+        count = e.dev_contexts if split == "dev" else e.test_contexts
+        held_out[split] = (convs, sample_examples(convs, count, e.candidates, cfg.seed + 1 + i))
+    return write_candidate_sets(path, held_out)
+
+
+def held_out_requests(path: Path, cfg, read) -> dict[str, tuple[list, list[int]]]:
+    """Split -> (each candidate set's (context, candidates) texts, the positive's index), from the file at `path`."""
+    sets, requests = read_candidate_sets(path), {}
+    for split in cfg.evaluate.splits:
+        convs = conversations(read(split))
+        requests[split] = ([texts(convs, ex, cfg.examples.max_context_turns) for ex in sets[split]],
+                           [ex.label for ex in sets[split]])
+    return requests

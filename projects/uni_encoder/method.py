@@ -6,8 +6,8 @@ candidate sets as a derived TSV, and trains three arms from the same MiniLM star
 (bi-encoder), `square` (cross-encoder, one pass per pair) and `arrow` (Uni-Encoder). `evaluate` scores each arm
 on the fixed candidate sets: R10@1, R10@2, MRR (x100) and candidates scored per second on this machine. The
 arrow model is the registered one, served as a pyfunc: [context, candidate_1, ..., candidate_K] -> K scores.
-The attention layouts live in uni_encoder.py (shipped with the pyfunc), examples in examples.py, the loop in
-training.py.
+The attention layouts live in uni_encoder.py (shipped with the pyfunc), examples and their config sections
+(`Examples`, `Evaluate`) in examples.py, the loop in training.py.
 
 References:
     - Song et al., "Uni-Encoder: A Fast and Accurate Response Selection Paradigm for Generation-Based Dialogue
@@ -23,55 +23,33 @@ Example:
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # train + evaluate without Prefect or MLflow (paperline.project.local_run)
+    from paperline.project.local_run import main_file
+
+    main_file(__file__)
+
 import time
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 
 from paperline.core.config import ProjectConfig, StrictModel
-from paperline.project.discovery import project_module
-from paperline.project.interface import (
-    Evaluation,
-    ProjectData,
-    PyfuncSpec,
-    RunContext,
-    TrainedModel,
-)
-from paperline.project.sections import pyfunc_spec
+from paperline.project.interface import Evaluation, ProjectData, RunContext, TrainedModel
+from paperline.project.metrics import metric_name, prefixed, with_prefix
 
-HERE = Path(__file__).resolve().parent
+from . import examples
+from . import training as loop
+from . import uni_encoder as uni
+from .examples import Evaluate, Examples
+from .scorers import layout, serving_spec, start, threads, tokenizer_of
+
 ARMS = ("diag", "square", "arrow")
 METRICS = ("r10_at_1", "r10_at_2", "mrr")
 HEADLINE = "arrow"
 DATASET = "dialogues"
 
-uni = project_module(HERE / "uni_encoder.py")
-examples = project_module(HERE / "examples.py")
-loop = project_module(HERE / "training.py")
-
-# One request: the context (turns separated by newlines), then the candidates; the answer is one score each.
-REQUEST_EXAMPLE = [["Do you like hiking?\nYes, every weekend", "Where do you usually go?", "I love tacos",
-                    "The stock market fell today"]]
-
 
 # ---- config ------------------------------------------------------------------------------------------------
-
-
-class Examples(StrictModel):
-    candidates: int = Field(10, ge=2)  # K: the positive and K - 1 negatives
-    max_context_turns: int = Field(20, ge=1)  # turns read before the token budget cuts from the left
-    max_context_tokens: int = Field(128, ge=8)
-    max_candidate_tokens: int = Field(48, ge=4)
-    dev_contexts: int | None = Field(100, ge=1)  # held-out examples per split (None: every turn >= 1)
-    test_contexts: int | None = Field(200, ge=1)
-
-    @model_validator(mode="after")
-    def _positions(self):
-        if self.max_context_tokens + self.max_candidate_tokens > 512:
-            raise ValueError("examples.max_context_tokens + examples.max_candidate_tokens must be <= 512, "
-                             "BERT's position embeddings (candidates' positions continue after the context)")
-        return self
 
 
 class Train(StrictModel):
@@ -91,12 +69,6 @@ class Train(StrictModel):
         return self
 
 
-class Evaluate(StrictModel):
-    splits: list[Literal["dev", "test"]] = Field(default_factory=lambda: ["dev", "test"])
-    batch_size: int = Field(8, ge=1)  # contexts per forward pass, the same for every arm
-    baseline: bool = True  # also score the untrained MiniLM as a bi-encoder (zero-shot)
-
-
 class Config(ProjectConfig):
     threads: int | None = Field(None, ge=1)  # torch CPU threads; None leaves torch's default
     examples: Examples = Examples()
@@ -104,55 +76,9 @@ class Config(ProjectConfig):
     evaluate: Evaluate = Evaluate()
 
     def metric_names(self) -> set[str]:
-        names = {f"{split}_{m}" for split in self.evaluate.splits for m in METRICS}
-        prefixes = list(self.train.arms) + (["baseline_diag"] if self.evaluate.baseline else [])
-        names |= {f"{p}_{split}_{m}" for p in prefixes for split in self.evaluate.splits for m in METRICS}
-        return names | {f"{arm}_candidates_per_s" for arm in self.train.arms}
-
-
-# ---- helpers -----------------------------------------------------------------------------------------------
-
-
-def _layout(cfg: Config, arm: str):
-    e = cfg.examples
-    return uni.Layout(mode=arm, max_context_tokens=e.max_context_tokens, max_candidate_tokens=e.max_candidate_tokens,
-                      logit_scale=cfg.train.logit_scale)
-
-
-def _start(cfg: Config, arm: str):
-    """The arm's scorer at the common start: MiniLM's weights, the head drawn from the seed."""
-    import torch
-    from transformers import AutoModel
-
-    from paperline.ml.models import resolve_model_path
-
-    torch.manual_seed(cfg.seed)
-    encoder = AutoModel.from_pretrained(resolve_model_path(cfg.base_model))
-    return uni.new_scorer(encoder, _layout(cfg, arm))
-
-
-def _tokenizer(cfg: Config):
-    from transformers import AutoTokenizer
-
-    from paperline.ml.models import resolve_model_path
-
-    return AutoTokenizer.from_pretrained(resolve_model_path(cfg.base_model))
-
-
-def _threads(cfg: Config) -> None:
-    if cfg.threads:
-        import torch
-
-        torch.set_num_threads(cfg.threads)
-
-
-def serving_spec(scorer_folder: Path) -> PyfuncSpec:
-    """The arrow scorer as a pyfunc: models from code (pyfunc_model.py), no pickles."""
-    return pyfunc_spec(HERE / "pyfunc_model.py", {"scorer": Path(scorer_folder)},
-                       ["torch", "transformers", "safetensors"], code_paths=[HERE / "uni_encoder.py"],
-                       metadata={"input": "[context (turns separated by newlines), candidate_1, ..., candidate_K]",
-                                 "output": "K scores per row, higher is a better reply"},
-                       input_example=REQUEST_EXAMPLE)
+        names = {metric_name(split, m) for split in self.evaluate.splits for m in METRICS}
+        prefixes = ["", *self.train.arms, *(["baseline_diag"] if self.evaluate.baseline else [])]
+        return prefixed(names, prefixes) | prefixed(["candidates_per_s"], self.train.arms)
 
 
 # ---- the interface -------------------------------------------------------------------------------------------
@@ -161,27 +87,22 @@ def serving_spec(scorer_folder: Path) -> PyfuncSpec:
 def train(cfg: Config, data: ProjectData, ctx: RunContext) -> TrainedModel:
     """Every arm from the same MiniLM start, the same examples in the same order, the same steps (Song et al.
     2023 compare bi-, poly-, cross- and Uni-Encoder trained on the same data)."""
-    _threads(cfg)
+    threads(cfg)
     out = ctx.workdir / "uni_encoder"
     out.mkdir(parents=True, exist_ok=True)
     e, t = cfg.examples, cfg.train
-    tokenizer = _tokenizer(cfg)
+    tokenizer = tokenizer_of(cfg)
 
     # Held-out candidate sets first: fixed by the seed, versioned by their file's sha256.
-    held_out = {}
-    for i, split in enumerate(cfg.evaluate.splits):
-        convs = examples.conversations(data.read(DATASET, split))
-        count = e.dev_contexts if split == "dev" else e.test_contexts
-        held_out[split] = (convs, examples.sample_examples(convs, count, e.candidates, cfg.seed + 1 + i))
     candidates_path = out / "candidate_sets.tsv"
-    sha = examples.write_candidate_sets(candidates_path, held_out)
+    sha = examples.write_held_out(candidates_path, cfg, lambda split: data.read(DATASET, split))
 
     convs = examples.conversations(data.read(DATASET, "train"))
     train_examples = examples.sample_examples(convs, t.steps * t.batch_size, e.candidates, cfg.seed)
     cache: dict = {}
 
     def batch_of(indices: list[int]):
-        tokens = [uni.tokenize_example(tokenizer, _layout(cfg, HEADLINE), *examples.texts(convs, train_examples[i],
+        tokens = [uni.tokenize_example(tokenizer, layout(cfg, HEADLINE), *examples.texts(convs, train_examples[i],
                                                                                           e.max_context_turns), cache)
                   for i in indices]
         return ([c for c, _ in tokens], [k for _, k in tokens], [train_examples[i].label for i in indices],
@@ -193,9 +114,9 @@ def train(cfg: Config, data: ProjectData, ctx: RunContext) -> TrainedModel:
                                  head_learning_rate=t.head_learning_rate, warmup_ratio=t.warmup_ratio,
                                  checkpoint_every=t.checkpoint_every, seed=cfg.seed, progress=ctx.progress)
     for arm in t.arms:
-        scorer = _start(cfg, arm)
+        scorer = start(cfg, arm)
         result = loop.train(scorer, batch_of, len(train_examples), settings, out / arm, arm)
-        metrics.update({f"{arm}_{k}": v for k, v in result.items()})
+        metrics.update(with_prefix(result, arm))
         outputs[arm] = uni.save(scorer, tokenizer, out / arm / "model")
     return TrainedModel(path=outputs[HEADLINE], flavor="pyfunc", serving=serving_spec(outputs[HEADLINE]),
                         metrics=metrics, outputs=outputs,
@@ -206,19 +127,14 @@ def train(cfg: Config, data: ProjectData, ctx: RunContext) -> TrainedModel:
 def evaluate(model: TrainedModel, cfg: Config, data: ProjectData, ctx: RunContext) -> Evaluation:
     """R10@1, R10@2, MRR (x100) of every arm on the fixed dev/test candidate sets, and candidates scored per
     second (test): Uni-Encoder's claim is cross-encoder quality at a fraction of the cost."""
-    _threads(cfg)
+    threads(cfg)
     candidates_path = model.output("candidate_sets")
     from paperline.data.derived import sha256_file
 
-    sets = examples.read_candidate_sets(candidates_path)
-    requests = {}
-    for split in cfg.evaluate.splits:
-        convs = examples.conversations(data.read(DATASET, split))
-        requests[split] = ([examples.texts(convs, ex, cfg.examples.max_context_turns) for ex in sets[split]],
-                           [ex.label for ex in sets[split]])
+    requests = examples.held_out_requests(candidates_path, cfg, lambda split: data.read(DATASET, split))
     scorers = {arm: (lambda arm=arm: uni.load(model.output(arm))) for arm in cfg.train.arms}
     if cfg.evaluate.baseline:
-        scorers["baseline_diag"] = lambda: (_start(cfg, "diag").eval(), _tokenizer(cfg))
+        scorers["baseline_diag"] = lambda: (start(cfg, "diag").eval(), tokenizer_of(cfg))
     metrics: dict[str, float] = {}
     table: dict[str, list] = {"arm": [], "split": [], **{m: [] for m in METRICS}, "candidates_per_s": []}
     for name, build in scorers.items():
@@ -229,9 +145,9 @@ def evaluate(model: TrainedModel, cfg: Config, data: ProjectData, ctx: RunContex
             seconds = time.perf_counter() - began
             per_s = sum(len(c) for _, c in texts) / seconds
             ranks = examples.ranking_metrics(scores, labels)
-            metrics.update({f"{name}_{split}_{m}": v for m, v in ranks.items()})
+            metrics.update(with_prefix(with_prefix(ranks, split), name))
             if name == HEADLINE:
-                metrics.update({f"{split}_{m}": v for m, v in ranks.items()})
+                metrics.update(with_prefix(ranks, split))
             if split == cfg.evaluate.splits[-1] and name in cfg.train.arms:
                 metrics[f"{name}_candidates_per_s"] = round(per_s, 1)
             table["arm"].append(name), table["split"].append(split), table["candidates_per_s"].append(round(per_s, 1))
@@ -243,10 +159,3 @@ def evaluate(model: TrainedModel, cfg: Config, data: ProjectData, ctx: RunContex
                             "uni_encoder.candidate_sets": f"{', '.join(cfg.evaluate.splits)}: "
                                                           f"{cfg.examples.candidates} candidates, seed {cfg.seed}"})
 
-
-if __name__ == "__main__":  # train + evaluate without Prefect or MLflow (paperline.project.local_run)
-    import sys
-
-    from paperline.project.local_run import main
-
-    main(["uni_encoder", *sys.argv[1:]])

@@ -25,25 +25,16 @@ PAIRS = [
 
 @pytest.fixture(scope="module")
 def method():
-    from paperline.project.discovery import get_project
+    from paperline_projects.classical_baselines import method
 
-    return get_project(ROOT / "projects", "classical_baselines").method()
+    return method
 
 
 @pytest.fixture(scope="module")
-def sv(method):
-    return method.sv
+def sv():
+    from paperline_projects.classical_baselines import static_vectors
 
-
-class FakeData:
-    """ProjectData's `read` over in-memory rows."""
-
-    def __init__(self, rows: dict[tuple[str, str], list]):
-        self.rows = rows
-
-    def read(self, dataset, split, max_rows=None):
-        rows = self.rows[(dataset, split)]
-        return rows[:max_rows] if max_rows else rows
+    return static_vectors
 
 
 def test_the_project_satisfies_the_contract():
@@ -103,10 +94,10 @@ def test_the_served_arm_is_required(method):
 
 
 @pytest.fixture(scope="module")
-def prepared(method, tmp_path_factory):
+def prepared(method, tmp_path_factory, rows_data):
     """prepare on six pairs (the real GloVe vectors), and evaluate of the three fast arms."""
     cfg = method.Config(arms=["tfidf", "glove_avg", "sif_glove"])
-    data = FakeData({("stsb", "train"): PAIRS, ("stsb", "dev"): PAIRS, ("stsb", "test"): PAIRS[::-1]})
+    data = rows_data({("stsb", "train"): PAIRS, ("stsb", "dev"): PAIRS, ("stsb", "test"): PAIRS[::-1]})
     ctx = RunContext(workdir=tmp_path_factory.mktemp("cb"), progress=False)
     model = method.prepare(cfg, data, ctx)
     return cfg, data, ctx, model
@@ -148,5 +139,7 @@ def test_wordllama_loads_offline_from_its_wheel(method, monkeypatch):
         raise AssertionError("WordLlama tried to download")
 
     monkeypatch.setattr(requests, "get", no_network)
-    embeddings = method.wordllama_model().embed(["A man is playing a guitar.", "A dog runs."])
+    from paperline_projects.classical_baselines.arms import wordllama_model
+
+    embeddings = wordllama_model().embed(["A man is playing a guitar.", "A dog runs."])
     assert embeddings.shape == (2, 256)

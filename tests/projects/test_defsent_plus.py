@@ -28,7 +28,9 @@ def method(project):
 
 @pytest.fixture(scope="module")
 def ds(method):
-    return method._defsent()
+    from paperline_projects.defsent_plus import defsent
+
+    return defsent
 
 
 @pytest.fixture(scope="module")
@@ -168,23 +170,14 @@ def test_weaker_start_keeps_layers_and_reinitialises_the_top(ds, tiny):
         ds.weaken(tiny, reinit_top_layers=2)
 
 
-class FakeData:
-    def __init__(self, splits):
-        self.splits = splits
-
-    def read(self, dataset, split, max_rows=None):
-        rows = self.splits[(dataset, split)]
-        return rows[:max_rows] if max_rows else rows
-
-
-def test_train_and_evaluate_every_arm_from_one_start(project, method, tiny_dir, tmp_path):
+def test_train_and_evaluate_every_arm_from_one_start(project, method, tiny_dir, tmp_path, rows_data):
     from paperline.project.interface import RunContext
 
     train = rows(*[(f"word{i}", f"definition number {i} of a thing") for i in range(12)],
                  ("word0", "another sense of the first word"))
     test = rows(("apple", "a red fruit"), ("river", "flowing water"), ("apple", "a tech company"))
     sts = [ScoredPair(f"a man plays {i}", f"a person plays {i % 3}", float(i % 5)) for i in range(8)]
-    data = FakeData({("definitions", "train"): train, ("definitions", "test"): test,
+    data = rows_data({("definitions", "train"): train, ("definitions", "test"): test,
                      ("stsb", "dev"): sts, ("stsb", "test"): sts})
     cfg = project.load_config("smoke", [f"base_model={tiny_dir}", "entries.count=6", "start.reinit_top_layers=1"])
     ctx = RunContext(tmp_path / "work", progress=False)

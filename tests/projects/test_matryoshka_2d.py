@@ -19,11 +19,10 @@ def project():
 
 
 @pytest.fixture(scope="module")
-def paper_loss(project):
-    project.method()._paper_loss_module()
-    import sys
+def paper_loss():
+    from paperline_projects.matryoshka_2d import paper_loss
 
-    return sys.modules["paperline_projects.matryoshka_2d.paper_loss"]
+    return paper_loss
 
 
 @pytest.fixture(scope="module")
@@ -137,28 +136,26 @@ def test_smoke_train_and_evaluate(project, tmp_path, objective, pulled_data):
     assert "reused" in again.notes["baseline_source"] and "reused" in again.notes
 
 
-def test_grid_on_onnx_equals_the_pytorch_grid_and_says_so(project, tmp_path, monkeypatch):
+def test_grid_on_onnx_equals_the_pytorch_grid_and_says_so(project, tmp_path, monkeypatch, rows_data):
     """`evaluate.backend=onnx`: the grid comes from an all-layers ONNX export once the dev check passes, within
     0.1 of the PyTorch grid in every cell, and the run's tags say which backend scored."""
     from paperline.data.kinds.scored_pairs import ScoredPair
     from paperline.ml.models import resolve_model_path
     from paperline.project.interface import RunContext, TrainedModel
 
-    class Rows:
-        def read(self, dataset, split, max_rows=None):
-            rows = [ScoredPair("A plane is taking off.", "An air plane is taking off.", 5.0),
-                    ScoredPair("A man is playing a flute.", "A man is playing a large flute.", 3.8),
-                    ScoredPair("Three men are playing chess.", "Two men are playing chess.", 2.6),
-                    ScoredPair("A man is smoking.", "A man is skating.", 0.5),
-                    ScoredPair("A woman is slicing an onion.", "A dog runs on the beach.", 0.0)]
-            return rows if split == "dev" else rows[1:] + rows[:1]
+    rows = [ScoredPair("A plane is taking off.", "An air plane is taking off.", 5.0),
+            ScoredPair("A man is playing a flute.", "A man is playing a large flute.", 3.8),
+            ScoredPair("Three men are playing chess.", "Two men are playing chess.", 2.6),
+            ScoredPair("A man is smoking.", "A man is skating.", 0.5),
+            ScoredPair("A woman is slicing an onion.", "A dog runs on the beach.", 0.0)]
+    data = rows_data({("stsb", "dev"): rows, ("stsb", "test"): rows[1:] + rows[:1]})
 
     monkeypatch.setenv("PAPERLINE_ONNX_CACHE", str(tmp_path / "onnx"))
     model = TrainedModel(path=Path(resolve_model_path("sentence-transformers/all-MiniLM-L6-v2")))
     ctx = RunContext(workdir=tmp_path, progress=False)
     method = project.method()
-    torch_run = method.evaluate(model, project.load_config("smoke", ["evaluate.dims=[32,384]"]), Rows(), ctx)
+    torch_run = method.evaluate(model, project.load_config("smoke", ["evaluate.dims=[32,384]"]), data, ctx)
     cfg = project.load_config("smoke", ["evaluate.dims=[32,384]", "evaluate.backend=onnx"])
-    onnx_run = method.evaluate(model, cfg, Rows(), ctx)
+    onnx_run = method.evaluate(model, cfg, data, ctx)
     assert onnx_run.tags["model_encode_backend"] == "onnx" and torch_run.tags["model_encode_backend"] == "torch"
     assert onnx_run.metrics == pytest.approx(torch_run.metrics, abs=0.1)

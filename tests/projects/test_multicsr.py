@@ -14,12 +14,12 @@ from paperline.data.kinds import get_kind
 from paperline.data.kinds.nli_generated import GeneratedTriplet
 from paperline.data.kinds.nli_pairs import NliPair
 from paperline.data.quality import gate_files, gate_splits
-from paperline.project.discovery import project_module
+from paperline_projects.multicsr import generation as gen
+from paperline_projects.multicsr import guided_loss as losses
+from paperline_projects.multicsr import method
+from paperline_projects.multicsr import triplets as multicsr_triplets
 
 PROJECT = Path(__file__).resolve().parents[2] / "projects" / "multicsr"
-gen = project_module(PROJECT / "generation.py")
-losses = project_module(PROJECT / "guided_loss.py")
-method = project_module(PROJECT / "method.py")
 
 PREMISES = ["A dog runs in a park .", "Two kids swim .", "A man plays a guitar .", "A woman cooks ."]
 
@@ -149,17 +149,17 @@ def test_guided_loss_drops_masked_false_negatives_and_equals_mnrl_without_a_guid
 def test_human_triplets_pair_each_premise_with_its_snli_entailment_and_contradiction():
     rows = [NliPair("p1", "e1", "entailment"), NliPair("p1", "c1", "contradiction"), NliPair("p1", "n1", "neutral"),
             NliPair("p2", "e2", "entailment"), NliPair("p3 ", "c3", "contradiction"), NliPair("p3", "e3", "entailment")]
-    triplets = method.human_triplets(rows, premises=5, seed=0)
+    triplets = multicsr_triplets.human_triplets(rows, premises=5, seed=0)
     assert sorted(triplets, key=lambda t: t.anchor) == [gen.Triplet("p1", "e1", "c1"), gen.Triplet("p3", "e3", "c3")]
-    assert len(method.human_triplets(rows, premises=1, seed=0)) == 1
+    assert len(multicsr_triplets.human_triplets(rows, premises=1, seed=0)) == 1
 
 
 def test_every_arm_trains_the_same_number_of_rows():
     small = [gen.Triplet("a", "b", "c"), gen.Triplet("d", "e", "f")]
-    dataset = method.triplet_dataset(small, 5, seed=0)
+    dataset = multicsr_triplets.triplet_dataset(small, 5, seed=0)
     assert len(dataset) == 5 and set(dataset.column_names) == {"anchor", "positive", "negative"}
-    with pytest.raises(method.GeneratedDataError):
-        method.triplet_dataset([], 5, seed=0)
+    with pytest.raises(multicsr_triplets.GeneratedDataError):
+        multicsr_triplets.triplet_dataset([], 5, seed=0)
 
 
 def test_the_generation_folder_depends_on_generation_settings_not_on_training_ones(tmp_path):
@@ -168,13 +168,13 @@ def test_the_generation_folder_depends_on_generation_settings_not_on_training_on
     raw = yaml.safe_load((PROJECT / "configs" / "smoke.yaml").read_text())
     cfg = method.Config.model_validate(raw)
     root = tmp_path / "runs" / "multicsr-generated"  # the project's generation folder, shared by its runs
-    folder = method.generation_dir(root, cfg, PREMISES)
+    folder = multicsr_triplets.generation_dir(root, cfg, PREMISES)
     assert folder.parent == root
     retrained = method.Config.model_validate({**raw, "train": {**raw["train"], "learning_rate": 1e-4}})
-    assert method.generation_dir(root, retrained, PREMISES) == folder
+    assert multicsr_triplets.generation_dir(root, retrained, PREMISES) == folder
     more = method.Config.model_validate({**raw, "generate": {**raw["generate"], "temperature": 0.0}})
-    assert method.generation_dir(root, more, PREMISES) != folder
-    assert method.generation_dir(root, cfg, PREMISES[:2]) != folder
+    assert multicsr_triplets.generation_dir(root, more, PREMISES) != folder
+    assert multicsr_triplets.generation_dir(root, cfg, PREMISES[:2]) != folder
 
 
 def test_a_minimum_margin_drops_rows_whose_ratings_barely_differ():
@@ -226,8 +226,9 @@ def test_the_lm_writer_is_seeded_and_the_rater_gives_a_rating_in_range_for_every
 KILLED_CHILD = """
 import sys, time
 from pathlib import Path
-from paperline.project.discovery import project_module
-gen = project_module(Path(sys.argv[1]))
+from paperline.project.discovery import register_projects
+register_projects(Path(sys.argv[1]))
+from paperline_projects.multicsr import generation as gen
 premises = [f"premise number {i} ." for i in range(40)]
 
 def write(prompts, max_new_tokens):
@@ -246,7 +247,7 @@ def test_a_sigkilled_generation_keeps_its_flushed_rows_and_resumes_after_them(tm
     import time
 
     path = tmp_path / "g.tsv"
-    child = subprocess.Popen([sys.executable, "-c", KILLED_CHILD, str(PROJECT / "generation.py"), str(path)])
+    child = subprocess.Popen([sys.executable, "-c", KILLED_CHILD, str(PROJECT.parent), str(path)])
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and (not path.is_file() or path.read_text().count("\n") < 5):
         time.sleep(0.05)

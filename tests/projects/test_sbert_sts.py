@@ -16,31 +16,20 @@ def method():
     return discover(REPO / "projects")["sbert_sts"].method()
 
 
-class FakeData:
-    """Rows in memory, with the interface of ProjectData."""
-
-    def __init__(self, splits):
-        self.splits = splits
-
-    def read(self, dataset, split, max_rows=None):
-        rows = self.splits[(dataset, split)]
-        return rows[:max_rows] if max_rows else rows
-
-
-def test_scored_pairs_are_scaled_to_unit_similarity(method):
+def test_scored_pairs_are_scaled_to_unit_similarity(method, rows_data):
     stage = method.Stage(name="sts", dataset="stsb", loss="cosent")
-    data = FakeData({("stsb", "train"): [ScoredPair("a", "b", 5.0), ScoredPair("c", "d", 2.5)]})
+    data = rows_data({("stsb", "train"): [ScoredPair("a", "b", 5.0), ScoredPair("c", "d", 2.5)]})
     rows = method.training_rows(stage, data, seed=0)
     assert rows.column_names == ["sentence1", "sentence2", "score"]
     assert rows["score"] == [1.0, 0.5]
 
 
-def test_nli_rows_become_triplets_with_contradictions_as_hard_negatives(method):
+def test_nli_rows_become_triplets_with_contradictions_as_hard_negatives(method, rows_data):
     stage = method.Stage(name="nli", dataset="snli", loss="mnrl", max_rows=10)
     dev = [NliPair("p1", "e1", "entailment"), NliPair("p1", "c1", "contradiction"), NliPair("p1", "n1", "neutral"),
            NliPair("p2", "e2", "entailment")]  # p2 has no contradiction: no triplet
     test = [NliPair("p3", "e3", "entailment"), NliPair("p3", "e3b", "entailment"), NliPair("p3", "c3", "contradiction")]
-    rows = method.training_rows(stage, FakeData({("snli", "dev"): dev, ("snli", "test"): test}), seed=0)
+    rows = method.training_rows(stage, rows_data({("snli", "dev"): dev, ("snli", "test"): test}), seed=0)
     triplets = sorted(zip(rows["anchor"], rows["positive"], rows["negative"]))
     assert triplets == [("p1", "e1", "c1"), ("p3", "e3", "c3"), ("p3", "e3b", "c3")]
 
@@ -77,7 +66,7 @@ def test_nli_then_sts_trains_both_stages_on_the_real_data(tmp_path, pulled_data)
     assert set(metrics) == {"stsb_dev_spearman", "stsb_test_spearman"}
 
 
-def test_evaluate_on_onnx_scores_with_it_and_says_so(method, tmp_path, monkeypatch):
+def test_evaluate_on_onnx_scores_with_it_and_says_so(method, tmp_path, monkeypatch, rows_data):
     """`evaluate.backend=onnx`: the dev check passes on MiniLM (fp32 ONNX is exact to ~1e-5), the numbers are the
     PyTorch ones within 0.1, and the tags say ONNX produced them."""
     from paperline.ml.models import resolve_model_path
@@ -89,7 +78,7 @@ def test_evaluate_on_onnx_scores_with_it_and_says_so(method, tmp_path, monkeypat
             ScoredPair("Three men are playing chess.", "Two men are playing chess.", 2.6),
             ScoredPair("A man is smoking.", "A man is skating.", 0.5),
             ScoredPair("A woman is slicing an onion.", "A dog runs on the beach.", 0.0)]
-    data = FakeData({("stsb", "dev"): rows, ("stsb", "test"): rows[::-1]})
+    data = rows_data({("stsb", "dev"): rows, ("stsb", "test"): rows[::-1]})
     project = discover(REPO / "projects")["sbert_sts"]
     model = TrainedModel(path=Path(resolve_model_path("sentence-transformers/all-MiniLM-L6-v2")))
     ctx = RunContext(tmp_path / "work", progress=False)

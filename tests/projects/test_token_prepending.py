@@ -197,14 +197,13 @@ def test_early_exit_equals_that_layers_hidden_state(hooks, tiny):
     assert mean.shape == last.shape == (LAYERS + 1, len(SENTENCES), 64) and not torch.equal(mean, last)
 
 
-class _Data:
-    """ProjectData's `read` on a few hand-made pairs (the flows pass the DVC-versioned STS-B)."""
+def _data():
+    """A few hand-made pairs in every split (the flows pass the DVC-versioned STS-B)."""
+    from paperline.data.kinds.scored_pairs import ScoredPair
+    from paperline.project.interface import ProjectData
 
-    def read(self, dataset, split, max_rows=None):
-        from paperline.data.kinds.scored_pairs import ScoredPair
-
-        rows = [ScoredPair(a, b, float(i % 5)) for i, (a, b) in enumerate(zip(SENTENCES * 3, CORPUS * 3))]
-        return rows[:max_rows] if max_rows else rows
+    rows = [ScoredPair(a, b, float(i % 5)) for i, (a, b) in enumerate(zip(SENTENCES * 3, CORPUS * 3))]
+    return ProjectData.from_rows({"stsb": {"dev": rows, "test": rows}})
 
 
 def test_prepare_and_evaluate_smoke(project, method, tiny, tmp_path):
@@ -213,13 +212,13 @@ def test_prepare_and_evaluate_smoke(project, method, tiny, tmp_path):
     folder, _, _ = tiny
     cfg = project.load_config("smoke", [f"base_model={folder}", "search.bands=[[0, 2], [1, 3]]"])
     ctx = RunContext(workdir=tmp_path, progress=False)
-    model = method.prepare(cfg, _Data(), ctx)
+    model = method.prepare(cfg, _data(), ctx)
     assert model.flavor == "pyfunc" and (model.path / "settings.json").is_file()
     chosen = json.loads((model.path / "settings.json").read_text())["embedding"]
     search = json.loads((model.path / "dev_search.json").read_text())
     best = max(search["rows"], key=lambda r: r["dev_spearman"])
     assert (chosen["start"], chosen["exit"], chosen["output_layer"]) == (best["start"], best["exit"], best["best_layer"])
-    result = method.evaluate(model, cfg, _Data(), ctx)
+    result = method.evaluate(model, cfg, _data(), ctx)
     m = result.metrics
     assert m["stsb_test_spearman"] == pytest.approx(result.tables["layer_curves"]["tp"][chosen["output_layer"]], abs=1e-3)
     for variant in ("mean", "last", "prompteol", "tp"):
@@ -242,7 +241,7 @@ def test_model_dependent_settings_are_one_line_config_errors(project, method, ti
     for overrides, match in [(["search.bands=[[0, 9]]"], "beyond"), (["search.bands=[[0, 2]]", "tp.placeholder=not one token"], "single token")]:
         cfg = project.load_config("smoke", [f"base_model={folder}", *overrides])
         with pytest.raises(ConfigError, match=match):
-            method.prepare(cfg, _Data(), ctx)
+            method.prepare(cfg, _data(), ctx)
 
 
 def test_pyfunc_round_trip_with_real_mlflow(method, hooks, tiny, tmp_path):

@@ -38,13 +38,13 @@ def tiny_st_dir(tmp_path_factory):
     return tiny_sentence_transformer(tmp_path_factory.mktemp("st"))
 
 
-class UnlabelledTrain:
+def unlabelled_train():
     """Train pairs whose scores are NaN: any use of them would fail the cross-encoder's [0, 1] target check."""
+    from paperline.project.interface import ProjectData
 
-    def read(self, dataset, split, max_rows=None):
-        if split == "train":
-            return [ScoredPair(a, b, float("nan")) for a, b in PAIRS]
-        return [ScoredPair(a, b, float(i % 5)) for i, (a, b) in enumerate(PAIRS)]
+    scored = [ScoredPair(a, b, float(i % 5)) for i, (a, b) in enumerate(PAIRS)]
+    return ProjectData.from_rows({"stsb": {"train": [ScoredPair(a, b, float("nan")) for a, b in PAIRS],
+                                           "dev": scored, "test": scored}})
 
 
 def test_card_and_every_config_validate(project):
@@ -77,7 +77,7 @@ def test_two_cycles_without_labels_record_both_encoders_and_pick_by_dev(project,
     cfg = project.load_config("smoke", [f"base_model={tiny_st_dir}", "train.cycles=2", "train.cross.max_steps=2",
                                         "train.bi.max_steps=2", "train.cross.batch_size=4", "train.bi.batch_size=4"])
     ctx = RunContext(tmp_path / "work", progress=False)
-    model = method.train(cfg, UnlabelledTrain(), ctx)
+    model = method.train(cfg, unlabelled_train(), ctx)
     records = json.loads(model.output("cycles").read_text())["records"]
     assert [r["cycle"] for r in records] == [0, 1, 2]
     best = max(records[1:], key=lambda r: r["bi"]["dev"])
@@ -88,7 +88,7 @@ def test_two_cycles_without_labels_record_both_encoders_and_pick_by_dev(project,
             path = tmp_path / "work" / f"cycle{r['cycle']}" / f"{side}_labels.tsv"
             assert r[f"{side}_labels_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
 
-    evaluation = method.evaluate(model, cfg, UnlabelledTrain(), ctx)
+    evaluation = method.evaluate(model, cfg, unlabelled_train(), ctx)
     assert evaluation.metrics["best_cycle"] == best["cycle"]
     assert evaluation.tables["cycles"]["cycle"] == [0, 1, 2]
     assert evaluation.tags["trans_encoder.cycle2.cross_labels.sha256"] == records[2]["cross_labels_sha256"]
@@ -97,7 +97,7 @@ def test_two_cycles_without_labels_record_both_encoders_and_pick_by_dev(project,
 
     # A resumed job reuses finished cycles instead of training them again.
     (tmp_path / "work" / "cycle2" / "bi_labels.tsv").write_text("not read again\n")
-    assert method.train(cfg, UnlabelledTrain(), ctx).metrics["best_cycle"] == best["cycle"]
+    assert method.train(cfg, unlabelled_train(), ctx).metrics["best_cycle"] == best["cycle"]
 
 
 def test_mutual_models_label_with_the_main_encoder_and_are_not_trained_in_the_last_cycle(
@@ -112,11 +112,11 @@ def test_mutual_models_label_with_the_main_encoder_and_are_not_trained_in_the_la
                                         "train.cycles=2", "train.cross.max_steps=2", "train.bi.max_steps=2",
                                         "train.cross.batch_size=4", "train.bi.batch_size=4"])
     work = tmp_path / "work"
-    method.train(cfg, UnlabelledTrain(), RunContext(work, progress=False))
+    method.train(cfg, unlabelled_train(), RunContext(work, progress=False))
     assert (work / "cycle1" / "bi1").is_dir() and not (work / "cycle2" / "bi1").exists()
     # cycle 2's labels are the mean of both cycle-1 bi-encoders' clipped cosines, as written in its file
     both = [SentenceTransformer(str(work / "cycle1" / name), device="cpu") for name in ("bi", "bi1")]
     _, written = method.read_labels(work / "cycle2" / "bi_labels.tsv")
     assert written == pytest.approx(method.bi_labels(both, PAIRS, batch_size=4).tolist(), abs=1e-5)
     # resuming after the last cycle finds no bi1 there and keeps cycle 1's
-    assert method.train(cfg, UnlabelledTrain(), RunContext(work, progress=False)).metrics["best_cycle"] in (1, 2)
+    assert method.train(cfg, unlabelled_train(), RunContext(work, progress=False)).metrics["best_cycle"] in (1, 2)

@@ -245,13 +245,13 @@ def test_a_killed_loop_resumes_from_its_checkpoint_to_the_same_weights(method, u
     assert not torch.allclose(start.head.weight, resumed.head.weight)  # it did train
 
 
-class _Data:
-    """ProjectData stand-in: `dialogues` rows for every split."""
+def _data():
+    """`dialogues` rows for every split."""
+    from paperline.project.interface import ProjectData
 
-    def read(self, dataset: str, split: str, max_rows: int | None = None):
-        assert dataset == "dialogues"
-        rows = _rows(conversations=12 if split == "train" else 6)
-        return [Turn(f"{split}-{r.conversation}", r.turn, r.speaker, f"{split} {r.text}") for r in rows]
+    return ProjectData.from_rows({"dialogues": {
+        split: [Turn(f"{split}-{r.conversation}", r.turn, r.speaker, f"{split} {r.text}")
+                for r in _rows(conversations=12 if split == "train" else 6)] for split in ("train", "dev", "test")}})
 
 
 def test_train_and_evaluate_smoke_then_the_pyfunc_returns_the_methods_scores(project, method, uni, tiny, tmp_path):
@@ -261,10 +261,10 @@ def test_train_and_evaluate_smoke_then_the_pyfunc_returns_the_methods_scores(pro
 
     cfg = project.load_config("smoke", [f"base_model={tiny}", "examples.candidates=4"])
     ctx = RunContext(workdir=tmp_path / "work", progress=False)
-    model = method.train(cfg, _Data(), ctx)
+    model = method.train(cfg, _data(), ctx)
     assert model.flavor == "pyfunc" and model.path == model.output("arrow")
     assert {"diag", "square", "arrow", "candidate_sets"} <= set(model.outputs)
-    result = method.evaluate(model, cfg, _Data(), ctx)
+    result = method.evaluate(model, cfg, _data(), ctx)
     assert cfg.metric_names() <= set(result.metrics)
     assert result.metrics["test_r10_at_1"] == result.metrics["arrow_test_r10_at_1"]
     from paperline.data.derived import sha256_file

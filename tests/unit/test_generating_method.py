@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from paperline.core.config import ProjectConfig
-from paperline.ops.cache import cache_key
+from paperline.ops.cache.keys import cache_key
 from paperline.project.contract import check_method
 from paperline.project.discovery import discover
 from paperline.project.interface import ContractError, GeneratedData, RunContext

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, TypeVar, get_args
 
 import yaml
@@ -46,7 +47,7 @@ class UpstreamUse(StrictModel):
     """A registered model a project consumes (a teacher to distil, say), found in the registry by alias.
 
     When `model` has no version with `alias`, the flow first runs `project` with `config` (and `overrides`),
-    which registers it; see paperline.upstream.
+    which registers it.
     """
 
     project: str
@@ -59,7 +60,9 @@ class UpstreamUse(StrictModel):
 class ProjectConfig(StrictModel):
     """Keys every project config has; projects subclass this with their own sections."""
 
-    base_model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    # The card's base model and datasets: a project's config loader fills both from its `project.yaml` where the
+    # config does not set them (paperline.project.card.MethodCard.fill_config); a config sets one only to differ.
+    base_model: str = ""
     seed: int = 0
     data: dict[str, DatasetUse] = Field(default_factory=dict)
     model_name: str | None = None  # registered model name; default: the project name
@@ -173,9 +176,12 @@ def _item_model(annotation: Any) -> Any:
     return annotation
 
 
-def load_config(path: Path, schema: type[C], overrides: list[str] | None = None) -> C:
-    """Read a YAML config, apply `key=value` overrides, and validate it against the project's schema."""
-    raw = apply_overrides(read_yaml(path), overrides or [])
+def load_config(path: Path, schema: type[C], overrides: list[str] | None = None,
+                fill: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> C:
+    """Read a YAML config, fill what it leaves to its project (`fill`: the method card's datasets and base model,
+    paperline.project.card), apply `key=value` overrides, and validate it against the project's schema."""
+    raw = read_yaml(path)
+    raw = apply_overrides(fill(raw) if fill else raw, overrides or [])
     return validate(schema, raw, f"{path.parent.parent.name}/{path.stem}")
 
 

@@ -8,10 +8,12 @@ a method cannot declare metrics it does not report.
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING
+from types import ModuleType
+from typing import Protocol
 
 from paperline.core.config import ProjectConfig
 from paperline.core.errors import PaperlineError
+from paperline.project.card import MethodCard
 from paperline.project.interface import (
     ContractError,
     Evaluation,
@@ -20,8 +22,21 @@ from paperline.project.interface import (
     TrainingFreeMethod,
 )
 
-if TYPE_CHECKING:
-    from paperline.project.discovery import Project
+
+class Project(Protocol):
+    """What the checks read of a discovered project (`paperline.project.discovery.Project`, which calls them:
+    this module does not import discovery)."""
+
+    name: str
+    card: MethodCard | None
+    card_error: str | None
+
+    @property
+    def configs(self) -> list[str]: ...
+
+    def method(self) -> ModuleType: ...
+
+    def load_config(self, config_name: str = "default", overrides: list[str] | None = None) -> ProjectConfig: ...
 
 
 def _parameters(function) -> list[str]:

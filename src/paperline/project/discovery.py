@@ -1,20 +1,25 @@
 """Projects: one folder per paper method, found by its `project.yaml` (no central list to edit).
 
 A project folder holds its method card (`project.yaml`), its configs (`configs/*.yaml`) and its method
-(`method.py`, a module satisfying `paperline.project.interface.TrainedMethod` or `TrainingFreeMethod`). Every
-project is found; one that breaks the contract is kept with its `problems` (`paperline ls` shows them), and
+(`method.py`, a module satisfying `paperline.project.interface.TrainedMethod` or `TrainingFreeMethod`). The folder
+is imported as the package `paperline_projects.<name>` (`project_package`), so method.py reaches its sibling
+files with relative imports (`from . import dse`), as editors and type checkers follow them. Every project is found; one that breaks the contract is kept with its `problems` (`paperline ls` shows them), and
 `get_project` refuses it with one line, so a broken method costs a second, not a run.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
+import importlib.abc
+import importlib.machinery
 import importlib.util
 import sys
+import threading
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from types import ModuleType
+from types import CodeType, ModuleType
 from typing import TYPE_CHECKING
 
 from paperline.core.config import ConfigError, ProjectConfig, load_config, read_yaml, validate
@@ -35,24 +40,76 @@ class BrokenProjectError(ProjectError, ConfigError):
     """A project that breaks the method contract; the message lists why (exit 2, like any config error)."""
 
 
-def project_module(path: Path) -> ModuleType:
-    """Import a project's file (method.py, or a sibling it uses) once, as `paperline_projects.<project>.<stem>`.
+# ---- a project folder as a package: paperline_projects.<name> ------------------------------------------------
 
-    Projects are folders, not packages: this gives each file a private, stable module name, so a project's
-    method.py reaches its siblings with `project_module(Path(__file__).with_name("dse.py"))`.
+PACKAGE = "paperline_projects"
+_REGISTERING = threading.RLock()  # threads of one worker (a thread-pool task runner) make a package once
+
+
+class _FreshSourceLoader(importlib.machinery.SourceFileLoader):
+    """Compiles a project file from its source every time it is imported, never from `__pycache__`: a file
+    rewritten within the same second at the same size would otherwise pass the bytecode check and run stale."""
+
+    def get_code(self, fullname: str) -> CodeType:
+        return self.source_to_code(self.get_data(self.path), self.path)
+
+
+class _ProjectFinder(importlib.abc.MetaPathFinder):
+    """Finds the modules of a project package (`from . import dse` in method.py) in its folder."""
+
+    def find_spec(self, fullname: str, path=None, target=None):
+        parent, _, leaf = fullname.rpartition(".")
+        if not parent.startswith(f"{PACKAGE}.") or parent.count(".") != 1:
+            return None  # not a file directly inside a project folder: the usual finders look
+        for folder in path or []:
+            file = Path(folder) / f"{leaf}.py"
+            if file.is_file():
+                return importlib.util.spec_from_file_location(fullname, file,
+                                                              loader=_FreshSourceLoader(fullname, str(file)))
+        return None
+
+
+def project_package(root: Path) -> str:
+    """Make the project folder `root` importable as the package `paperline_projects.<folder name>` and return
+    that name; its files then import each other with ordinary relative imports (`from .dse import DSELoss`).
+
+    The package is made again, dropping every module imported from it, when one of its .py files changed since it
+    was made (or when it now names another folder, a copy of the project elsewhere): a long-lived worker handed an
+    edited method.py runs the new one, which is what the cache key (the files' digest) says it ran.
     """
-    path = Path(path).resolve()
-    module_name = f"paperline_projects.{path.parent.name}.{path.stem}"
-    if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[module_name]  # a failed import must not leave a half-made module behind
-            raise
-    return sys.modules[module_name]
+    root = Path(root).resolve()
+    name = f"{PACKAGE}.{root.name}"
+    digest = digest_files(root, "*.py")
+    with _REGISTERING:
+        package = sys.modules.get(name)
+        if package is None or list(getattr(package, "__path__", [])) != [str(root)] \
+                or getattr(package, "__digest__", None) != digest:
+            _make_package(root, name, digest)
+    return name
+
+
+def _make_package(root: Path, name: str, digest: str) -> None:
+    if not any(isinstance(finder, _ProjectFinder) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _ProjectFinder())
+    parent = sys.modules.get(PACKAGE)
+    if parent is None:  # a namespace for the projects: it finds nothing itself, each project is registered
+        parent = sys.modules[PACKAGE] = ModuleType(PACKAGE, "Every discovered project, as a package of its own.")
+        parent.__path__ = []
+    for module in [m for m in sys.modules if m == name or m.startswith(f"{name}.")]:
+        del sys.modules[module]
+    spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+    spec.submodule_search_locations = [str(root)]
+    package = importlib.util.module_from_spec(spec)
+    package.__digest__ = digest
+    sys.modules[name] = package
+    setattr(parent, root.name, package)
+    importlib.invalidate_caches()
+
+
+def register_projects(projects_dir: Path) -> list[str]:
+    """Every project under `projects_dir` as a package (`paperline_projects.<name>`), so that tests and tools
+    import a project's files by the same ordinary names the project uses."""
+    return [project_package(card.parent) for card in sorted(Path(projects_dir).glob("*/project.yaml"))]
 
 
 @dataclass
@@ -67,10 +124,10 @@ class Project:
         return sorted(p.stem for p in (self.root / "configs").glob("*.yaml"))
 
     def method(self) -> ModuleType:
-        """Import `method.py` under a private module name (projects are folders, not packages)."""
+        """`paperline_projects.<name>.method`, imported again when a file of the project changed."""
         if not (self.root / "method.py").is_file():
             raise ProjectError(f"project '{self.name}' has no method.py in {self.root}")
-        return project_module(self.root / "method.py")
+        return importlib.import_module(f"{project_package(self.root)}.method")
 
     def config_path(self, config_name: str) -> Path:
         """A config is a name from `configs/`, never a path: `--config ../../x` cannot read outside the project."""
@@ -85,7 +142,9 @@ class Project:
         return path
 
     def load_config(self, config_name: str = "default", overrides: list[str] | None = None) -> ProjectConfig:
-        return load_config(self.config_path(config_name), self.method().Config, overrides)
+        """The resolved config: its YAML, filled from the card (datasets, base model), with the overrides."""
+        fill = self.card.fill_config if self.card else None
+        return load_config(self.config_path(config_name), self.method().Config, overrides, fill=fill)
 
     def source_digest(self) -> str:
         """Hash of every file in the project folder, so a code or card change invalidates cached results."""

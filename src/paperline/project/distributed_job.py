@@ -14,8 +14,8 @@ process. Only methods that declare `RANK_SAFE = True` in their method.py run thi
 through `paperline.ml.training.save_on_main`); the others refuse nproc_per_node > 1 with one line.
 
 Multi-node: write the spec once with `--write-spec` (on a filesystem every node sees), then start the same
-torchrun command on every node with `--nnodes`, `--node-rank` and a rendezvous endpoint (README, "Multi-process
-training (torchrun)"):
+torchrun command on every node with `--nnodes`, `--node-rank` and a rendezvous endpoint
+(docs/distributed-training.md):
 
     python -m paperline.project.distributed_job --write-spec /shared/job.json sbert_sts --config default \\
         --workdir /shared/runs/sbert train.stages.0.nproc_per_node=8

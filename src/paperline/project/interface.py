@@ -39,7 +39,7 @@ class ContractError(PaperlineError, LookupError):
 class PyfuncSpec:
     """How MLflow logs a model as a pyfunc: a models-from-code file (no pickles), its artifacts, the code it
     imports and the pinned requirements a serving environment installs. Build it with
-    `paperline.project.helpers.pyfunc_spec`, which pins the requirements from this environment."""
+    `paperline.project.sections.pyfunc_spec`, which pins the requirements from this environment."""
 
     python_model: Path
     artifacts: dict[str, Path]
@@ -106,7 +106,7 @@ class Evaluation:
     tables: dict[str, dict[str, list]] = field(default_factory=dict)  # name -> columns, logged as MLflow tables
     tags: dict[str, str] = field(default_factory=dict)  # name -> text (a content hash, a chosen setting) for the run
     # name (`stsb_test`) -> {"gold": [...], "predicted": [...]}, one number per row: the run plots predicted vs
-    # gold (paperline.ops.plots); plain lists, so a cached evaluation stays JSON-serialisable
+    # gold; plain lists, so a cached evaluation stays JSON-serialisable
     predictions: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
 
@@ -191,15 +191,31 @@ class RunContext:
 
 @dataclass
 class ProjectData:
-    """The datasets of a run at their DVC version: `data.read("stsb", "train")` gives typed rows."""
+    """The datasets of a run: `data.read("stsb", "train")` gives typed rows.
 
-    refs: dict[str, DatasetRef]
+    A run reads them at their DVC version (`refs`); rows given in memory (`ProjectData.from_rows`, for a test or
+    a notebook) are read the same way.
+    """
+
+    refs: dict[str, DatasetRef] = field(default_factory=dict)
+    rows: dict[str, dict[str, list]] = field(default_factory=dict)  # dataset -> split -> typed rows
+
+    @classmethod
+    def from_rows(cls, rows: dict[str, dict[str, list]]) -> ProjectData:
+        """Typed rows in memory by dataset and split: `ProjectData.from_rows({"stsb": {"test": [ScoredPair(...)]}})`."""
+        return cls(rows={dataset: dict(splits) for dataset, splits in rows.items()})
 
     def read(self, dataset: str, split: str, max_rows: int | None = None) -> list:
-        if dataset not in self.refs:
+        if dataset in self.rows:
+            if split not in self.rows[dataset]:
+                raise ContractError(f"dataset '{dataset}' has no split '{split}' here "
+                                    f"(have: {', '.join(self.rows[dataset]) or 'none'})")
+            rows = list(self.rows[dataset][split])
+        elif dataset in self.refs:
+            rows = read_split(self.refs[dataset], split)
+        else:
             raise ContractError(f"dataset '{dataset}' is not under `data:` in the config "
-                                f"(have: {', '.join(self.refs) or 'none'})")
-        rows = read_split(self.refs[dataset], split)
+                                f"(have: {', '.join([*self.refs, *self.rows]) or 'none'})")
         return rows[:max_rows] if max_rows else rows
 
 

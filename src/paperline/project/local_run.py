@@ -5,7 +5,7 @@ as it is (the version in data.dvc is assumed, not checked, and the gate does not
 path that versions, gates, tracks and registers.
 
     python -m paperline.project.local_run matryoshka_2d --config default train.objective=paper
-    python projects/token_prepending/method.py threads=1        # a method's own shortcut to the same
+    python projects/token_prepending/method.py threads=1        # a method's own shortcut to the same (main_file)
 """
 
 from __future__ import annotations
@@ -45,6 +45,15 @@ def _print_table(name: str, columns: dict[str, list]) -> None:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
     for row in [header, *rows]:
         print("  ".join(c.rjust(w) for c, w in zip(row, widths)))
+
+
+def main_file(method_file: str) -> None:
+    """`python projects/<name>/method.py [--config NAME] [key=value ...]`: `main` for the project whose method.py
+    that is, imported as its package (`paperline_projects.<name>`), not run as a loose script."""
+    import sys
+
+    main([Path(method_file).resolve().parent.name, *sys.argv[1:]])
+    raise SystemExit(0)
 
 
 def main(argv: list[str] | None = None) -> None:

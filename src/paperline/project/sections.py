@@ -7,6 +7,7 @@
 - `EvaluateSection`: which dataset and splits are scored, a row cap for smoke runs, and whether the untrained
   base model is scored in the same run (the baseline); `rows()` reads the splits, `metric_names()` names the
   metrics it produces (`stsb_test_spearman`, `baseline_stsb_test_spearman`).
+- `sts_evaluation`: the `evaluate` of a sentence encoder on STS (its Spearman, the baseline's, the predictions).
 - `scored_pairs_dataset`, `pyfunc_spec`: rows -> `datasets.Dataset`, and a pyfunc serving spec with pinned
   requirements and an input example (`SENTENCES_EXAMPLE`, `PAIRS_EXAMPLE`).
 """
@@ -14,14 +15,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
 from paperline.core.config import StrictModel
 from paperline.core.requirements import pinned_requirements
 from paperline.ml.training import TrainSettings
-from paperline.project.interface import ProjectData, PyfuncSpec
+from paperline.project.interface import Evaluation, ProjectData, PyfuncSpec
+from paperline.project.metrics import spearman_name, spearman_names
 
 
 class FitSection(StrictModel):
@@ -36,7 +38,7 @@ class FitSection(StrictModel):
     checkpoint_every: int = Field(100, ge=1)  # a killed job loses at most this many steps
     device: str = "auto"  # auto: CUDA, then MPS, then the CPU
     # batches of similar lengths: less padding (paperline.ml.batching); 1.38x on a CPU at -0.15 STS-B Spearman
-    # over three seeds (README, benchmark (a)); `group_pool_batches`: batches per length-sorted pool
+    # over three seeds (docs/benchmarks.md (a)); `group_pool_batches`: batches per length-sorted pool
     group_by_length: bool = False
     group_pool_batches: int = Field(50, ge=1)
     # ids from the token cache, tokenized once per dataset version and tokenizer (paperline.ml.token_cache)
@@ -73,13 +75,53 @@ class EvaluateSection(StrictModel):
         """Split -> rows (capped at `max_rows`), in the order of `splits`."""
         return {split: data.read(self.dataset, split, self.max_rows) for split in self.splits}
 
+    # arms scored beside the model under their own prefix (`guided_stsb_test_spearman`), for a method's subclass
+    arms: ClassVar[tuple[str, ...]] = ()
+
     def metric_name(self, split: str, prefix: str = "") -> str:
-        return f"{prefix}{self.dataset}_{split}_spearman"
+        return spearman_name(self.dataset, split, prefix)
+
+    def prefixes(self) -> list[str]:
+        """The model's own names (""), the baseline's and every arm's."""
+        return ["", *(["baseline"] if self.baseline else []), *self.arms]
 
     def metric_names(self) -> set[str]:
         """`stsb_dev_spearman`, `stsb_test_spearman` and, with the baseline, `baseline_stsb_*_spearman`."""
-        prefixes = ["", "baseline_"] if self.baseline else [""]
-        return {self.metric_name(split, prefix) for split in self.splits for prefix in prefixes}
+        return spearman_names(self.dataset, self.splits, self.prefixes())
+
+    def baseline_metrics(self, base_model: str, splits: dict[str, list]) -> dict[str, float]:
+        """With `baseline` on, the untrained base encoder's cosine Spearman on the same rows
+        (`baseline_stsb_test_spearman`); else nothing."""
+        if not self.baseline:
+            return {}
+        from paperline.ml.evaluation import sts_metrics
+        from paperline.ml.models import load_sentence_transformer
+
+        return sts_metrics(load_sentence_transformer(base_model), splits, prefix=f"baseline_{self.dataset}")
+
+
+def sts_evaluation(model_path: Path, cfg: Any, data: ProjectData, backend: str = "torch") -> Evaluation:
+    """STS Spearman x100 of the sentence encoder at `model_path` on `cfg.evaluate`'s splits (an `EvaluateSection`)
+    and, with its baseline on, of the untrained `cfg.base_model` on the same rows (`baseline_` names), with each
+    split's predictions. `backend` onnx / onnx-int8 scores with ONNX Runtime where it keeps dev Spearman within
+    0.1 of PyTorch's (checked once per model; the export and check of the base model are cached after the first
+    run); the tags `<prefix>_encode_*` say which backend scored."""
+    from sentence_transformers import SentenceTransformer
+
+    from paperline.ml.evaluation import sts_backend_results
+    from paperline.ml.models import load_sentence_transformer, resolve_model_path
+
+    e = cfg.evaluate
+    splits = e.rows(data)
+    metrics, predictions, tags = sts_backend_results(SentenceTransformer(str(model_path)), model_path, splits,
+                                                     e.dataset, backend)
+    if e.baseline:
+        base_metrics, _, base_tags = sts_backend_results(load_sentence_transformer(cfg.base_model),
+                                                         resolve_model_path(cfg.base_model), splits,
+                                                         f"baseline_{e.dataset}", backend)
+        metrics.update(base_metrics)
+        tags.update(base_tags)
+    return Evaluation(metrics=metrics, predictions=predictions, tags=tags)
 
 
 def scored_pairs_dataset(rows: list, max_rows: int | None = None, **extra_columns: list):
