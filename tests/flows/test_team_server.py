@@ -1,5 +1,5 @@
 """A team's setup, for real on loopback: object storage (moto's S3 API) for DVC and for MLflow's artifacts, and
-MLflow's basic-auth server on PostgreSQL (README, "A team server").
+MLflow's basic-auth server on PostgreSQL (docs/team-server.md).
 
 One MLflow server serves the whole module (fixture `team_mlflow_server`: basic-auth, PostgreSQL, artifacts
 proxied to a bucket), and one repository copy holds the data and the gate cache, so one smoke run trains and

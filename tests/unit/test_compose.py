@@ -1,7 +1,7 @@
 """infra/compose.yaml (the team stack) and infra/mlflow-auth.ini, checked without a Docker daemon.
 
 `docker compose config` validates the file against the Compose spec where the docker CLI has the compose
-plugin (it needs no daemon); the checks below run everywhere: the services of README "A team server", images
+plugin (it needs no daemon); the checks below run everywhere: the services of docs/team-server.md, images
 pinned by version, ports bound to loopback, the variables each service needs, healthchecks and the start order.
 """
 

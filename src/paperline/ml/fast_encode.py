@@ -9,7 +9,7 @@ embedding, skip-layer-norm and bias-GELU fusions, no GELU approximation, so the 
 to ~1e-5), and for `int8` its dynamic int8 quantisation, per channel, of the MatMul weights (the feed-forward
 and attention-output projections); `int8-all` quantises the fused attention's QKV projection too (Optimum's
 `avx512_vnni` dynamic config does), faster but it cost 0.2-0.3 STS-B Spearman on MiniLM, where `int8` kept it
-within 0.05 (README "Benchmarks" (d)). Pooling and normalisation run in numpy, so encoding needs onnxruntime and
+within 0.05 (docs/benchmarks.md (d)). Pooling and normalisation run in numpy, so encoding needs onnxruntime and
 a tokenizer, not torch.
 
 Only models that are a transformer, a `Pooling` (mean, cls or max) and optionally a `Normalize` are exported;
