@@ -10,7 +10,7 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.t
 setup: $(VENV)/.installed
 
 # Reinstall when the dependency list or the pins change.
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(VENV)/.installed: pyproject.toml setup.py constraints.txt
 	python3 -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) -e ".[test]"

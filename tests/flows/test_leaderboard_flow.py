@@ -77,6 +77,10 @@ def test_classical_baselines_smoke_serves_sif_and_the_leaderboard_lists_it(works
     logged = max(workspace.client().search_runs([experiment.experiment_id]), key=lambda r: r.info.start_time)
     table = json.loads(Path(workspace.client().download_artifacts(logged.info.run_id, "leaderboard_stsb.json")).read_text())
     assert "classical_baselines-smoke" in json.dumps(table)
+    # its artifacts live where every project's do (the workspace's artifact root), never in ./mlruns of the cwd
+    location = experiment.artifact_location.removeprefix("file://")
+    assert Path(location).is_relative_to(workspace.root / ".paperline"), location
+    assert not (workspace.root / "mlruns").exists()
 
     read = subprocess.run([sys.executable, "-c", READ_ARTIFACT], env=workspace.env, capture_output=True, text=True,
                           timeout=120, check=True)
