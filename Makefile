@@ -29,7 +29,7 @@ run: setup
 # Test files run on up to two processes (pytest-xdist; a file's tests stay together, so its module fixtures
 # are made once), each torch job on one thread: two jobs with a thread per core each would oversubscribe.
 test: setup
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(VENV)/bin/pytest -q -n auto --maxprocesses 2 --dist loadfile
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(VENV)/bin/pytest -q -n auto --maxprocesses 2 --dist loadfile --durations=15
 
 bench: setup
 	$(PY) bench/training_throughput.py
