@@ -8,7 +8,8 @@ pipeline diagram over the shared steps of `pipeline.py`:
     promotion.py     paperline-promote / paperline-rollback: an alias moved by hand, from the dashboard
     leaderboard.py   paperline-leaderboard: the leaderboard as a Prefect table artifact
 
-and what the flows share: `pipeline.py` (the steps), `results.py` (cached results as checked JSON),
+and what the flows share: `pipeline.py` (the steps), `tasks.py` (the Prefect tasks the steps call and how each is
+cached), `dashboard.py` (flow-run names, tags, artifact keys), `results.py` (cached results as checked JSON),
 `task_runners.py` (thread, Dask, Ray), `deployments.py` (`paperline deploy`, `paperline run --on`). The CLI finds
 flows through the `paperline.flows` entry points; deployments name them by module path.
 """

@@ -3,7 +3,9 @@
     open_run -> gate -> [generate -> gate the generated files] -> plan_training -> train_and_evaluate -> register
 
 `flows/run_project.py` wires them for one run; `flows/sweep.py` opens and gates once, then trains many trials and
-registers the best. Each step calls the library (paperline.ops, paperline.data) or the project's method; every
+registers the best. The Prefect tasks they call are `paperline_flows.tasks`, what the dashboards show of a flow
+run `paperline_flows.dashboard`. Each step calls the library (paperline.ops, paperline.data) or the project's
+method; every
 MLflow write goes through `paperline.ops.tracking.runs`. What a step decides comes back typed (`RunPlan`,
 `Training`, `Trained`, a `GateOutcome`, `paperline.ops.runs.summary.GateFailure`), never as a message to match.
 
@@ -17,30 +19,28 @@ files changed, is logged in one line and recomputed.
 
 from __future__ import annotations
 
-import logging
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.utilities.urls import url_for
 
 from paperline.core.errors import PaperlineError
 from paperline.core.settings import Settings
-from paperline.data.datasets import DataVersion, DatasetRef, dataset_ref, remote_url, resolve_data_version
-from paperline.data.quality import gate_datasets, gate_files
+from paperline.data.datasets import DataVersion, DatasetRef, dataset_ref, remote_url
+from paperline.data.quality import gate_files
 from paperline.data.quality_report import GateOutcome
 from paperline.ops.cache.keys import cache_key, gate_cache_key
 from paperline.ops.registry import upstream
 from paperline.ops.registry.aliases import ModelRegistry
 from paperline.ops.registry.decisions import Lineage, git_commit
 from paperline.ops.registry.policy import Policy, load_policy
-from paperline.ops.runs.promote_run import register_and_promote
 from paperline.ops.runs.preflight import preflight
 from paperline.ops.runs.reconcile import close_abandoned_runs
 from paperline.ops.runs.summary import RunSummary
@@ -48,10 +48,9 @@ from paperline.ops.store.audit import AuditStore
 from paperline.ops.tracking import client as tracking_client
 from paperline.ops.tracking import runs as tracking
 from paperline.ops.tracking import tags
-from paperline.ops.tracking import views
 from paperline.project.contract import check_evaluation
 from paperline.project.discovery import Project
-from paperline.project.distributed_job import JobSpec, check_rank_safe, launch, requested_processes
+from paperline.project.distributed_job import JobSpec, check_rank_safe, requested_processes
 from paperline.project.interface import (
     Evaluation,
     GeneratedData,
@@ -60,90 +59,9 @@ from paperline.project.interface import (
     TrainedModel,
     UpstreamModel,
 )
-from paperline_flows.results import RESULTS, verified
-
-
-class _OneLineUserErrors(logging.Filter):
-    """Prefect logs a task's exception with its traceback; for errors a user caused, the message is enough."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], PaperlineError):
-            record.exc_info = None
-            record.exc_text = None
-        return True
-
-
-_ONE_LINE = _OneLineUserErrors()
-
-
-def quiet_user_errors() -> None:
-    """Errors a user caused are logged as their one line by Prefect's run loggers (a filter added once)."""
-    for name in ("prefect.task_runs", "prefect.flow_runs"):
-        logger = logging.getLogger(name)
-        if _ONE_LINE not in logger.filters:
-            logger.addFilter(_ONE_LINE)
-
-
-# ---- tasks: each calls one library function or one method function ------------------------------------------
-
-
-@task(name="resolve data", cache_policy=NO_CACHE, persist_result=False)  # DVC decides each time
-def resolve_data(settings: Settings) -> DataVersion:
-    version = resolve_data_version(settings.root)
-    if version.pulled:
-        get_run_logger().info(f"pulled data {version.md5} from the DVC remote")
-    return version
-
-
-@task(name="data gate", cache_key_fn=lambda context, parameters: parameters["key"], persist_result=True,
-      result_serializer=RESULTS)
-def data_gate(refs, cfg, min_rows: dict, key: str, previous_rows: dict | None = None,
-              max_shrink: dict | None = None) -> GateOutcome:
-    """GX validation of every split the run reads, with the card's row floors and, against the row counts of the
-    last version that passed (`previous_rows`), its shrink fractions; cached per data version, those inputs and
-    gate code."""
-    outcome = gate_datasets(refs, cfg, min_rows=min_rows, previous_rows=previous_rows, max_shrink=max_shrink)
-    create_markdown_artifact(key=artifact_key("data-gate"), markdown=outcome.to_markdown(),
-                             description="data gate report")
-    for line in outcome.summary_lines():
-        get_run_logger().info(line)
-    return outcome
-
-
-def _step_key(step: str):
-    return lambda context, parameters: f"{parameters['key']}-{step}"
-
-
-@task(name="train", cache_key_fn=_step_key("train"), persist_result=True, result_serializer=RESULTS)
-def train(project: Project, cfg, data: ProjectData, key: str, ctx: RunContext, job: JobSpec | None = None,
-          nproc: int = 1) -> TrainedModel:
-    if job is not None and nproc > 1:  # the same train, on every rank of a torchrun; rank 0's result comes back
-        import torch
-
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        get_run_logger().info(f"training under torchrun --standalone: {nproc} processes ({backend})")
-        return launch(job, nproc)
-    # a training-free method builds its servable model instead (TrainingFreeMethod.prepare)
-    return project.build_model(cfg, data, ctx)
-
-
-@task(name="evaluate", cache_key_fn=_step_key("evaluate"), persist_result=True, result_serializer=RESULTS)
-def evaluate(project: Project, model: TrainedModel, cfg, data: ProjectData, key: str, ctx: RunContext) -> Evaluation:
-    return project.method().evaluate(model, cfg, data, ctx)
-
-
-@task(name="generate data", cache_policy=NO_CACHE, persist_result=False)
-def generate_data(project: Project, cfg, data: ProjectData, runs_dir: Path, models: dict) -> dict[str, GeneratedData]:
-    """A generating method's first stage (an LM writing triplets). Not cached by Prefect: the method resumes and
-    reuses its own files, and the files' sha256, known only once they exist, keys the training cache."""
-    return project.generate(cfg, data, runs_dir, models)
-
-
-# Never cached: registration and the policy run every time (and a registry cannot be hashed into a key).
-@task(name="register and promote", cache_policy=NO_CACHE, persist_result=False)
-def register(services: Services, project: Project, model: TrainedModel, key: str, lineage: Lineage,
-             summary: RunSummary) -> None:
-    register_and_promote(services.registry, services.policy, project.card, model, key, lineage, summary)
+from paperline_flows import dashboard
+from paperline_flows.results import verified
+from paperline_flows.tasks import data_gate, evaluate, generate_data, register, resolve_data, train
 
 
 # ---- the plan: what a run decided before it trains ------------------------------------------------------------
@@ -216,7 +134,10 @@ class Trained:
     evaluation: Evaluation
     cache_hit: bool
     key: str
-    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return self.evaluation.metrics
 
 
 def open_run(project_name: str, config_name: str, overrides: list[str] | None,
@@ -228,7 +149,7 @@ def open_run(project_name: str, config_name: str, overrides: list[str] | None,
     checked = preflight(settings, project_name, config_name, overrides)  # the CLI's own result when it ran it
     project, cfg = checked.project, checked.cfg
     check_rank_safe(project, requested_processes(cfg))  # nproc_per_node > 1 refused before any work if unsafe
-    tag_flow_run(project.name, config_name)
+    dashboard.tag_flow_run(project.name, config_name)
     services = Services.connect(settings, project)
     version = resolve_data(settings)
     refs = {name: dataset_ref(version, name, use.kind) for name, use in cfg.data.items()}
@@ -293,7 +214,7 @@ def generate_and_gate(plan: RunPlan) -> tuple[dict[str, GeneratedData], GateOutc
     sha256. Returns the files by name, their sha256 filled, and the gate's outcome."""
     generated = generate_data(plan.project, plan.cfg, plan.data, plan.settings.runs_dir, plan.models)
     outcome = gate_files([(g.name, g.kind, Path(g.path), g.split) for g in generated.values()])
-    create_markdown_artifact(key=artifact_key("generated-data-gate"), markdown=outcome.to_markdown(),
+    create_markdown_artifact(key=dashboard.artifact_key("generated-data-gate"), markdown=outcome.to_markdown(),
                              description="data gate over the generated data")
     for line in outcome.summary_lines():
         get_run_logger().info(f"generated data: {line}")
@@ -339,7 +260,7 @@ def train_and_evaluate(training: Training) -> Trained:
     cache_hit = trained.name == "Cached" and evaluated.name == "Cached"
     tracking.log_results(model, evaluation)
     tracking.set_tags({tags.CACHE_HIT: str(cache_hit), tags.CACHE_KEY: t.key})
-    return Trained(model, evaluation, cache_hit, t.key, evaluation.metrics)
+    return Trained(model, evaluation, cache_hit, t.key)
 
 
 # ---- a sweep's trials: planned and trained as a run is, each in its own nested MLflow run -------------------
@@ -372,7 +293,7 @@ def register_trial(plan: RunPlan, index: int, run_id: str, trained: Trained, sum
                              flow_run_id=lineage.flow_run_id, flow_run_url=lineage.flow_run_url,
                              dataset_md5=lineage.dataset_md5, cache_hit=trained.cache_hit)
     with tracking.resume_run(run_id, nested=True):
-        register(plan.services, plan.project, trained.model, trained.key, lineage, run_summary)
+        register(plan.services.registry, plan.services.policy, plan.project, trained.model, trained.key, lineage, run_summary)
         tracking.set_tags({tags.SWEEP_BEST: "true"})
     plan.services.store.record_lineage(**lineage.record(
         status="registered", mlflow_run_id=run_id, gate_passed=True, cache_key=trained.key,
@@ -382,49 +303,7 @@ def register_trial(plan: RunPlan, index: int, run_id: str, trained: Trained, sum
     summary.champion_moved = run_summary.champion_moved
 
 
-def publish_tables(project_name: str, evaluation: Evaluation) -> None:
-    """Grids and curves of an evaluation as table artifacts, readable in the Prefect dashboard."""
-    for name, columns in evaluation.tables.items():
-        create_table_artifact(key=views.artifact_key(project_name, name), table=columns,
-                              description=f"{project_name}: {name}")
-
-
 def remove_checkpoints(workdir: Path) -> None:
     """Checkpoints exist to resume a killed job; once the model is registered they are only disk (~270 MB each)."""
     for folder in sorted(workdir.glob("**/checkpoint-*"), reverse=True):
         shutil.rmtree(folder, ignore_errors=True)
-
-
-# ---- names the dashboards show -----------------------------------------------------------------------------------
-
-
-def artifact_key(what: str) -> str:
-    """`<project-dashed>-<what>`: one artifact history per project (every flow takes `project_name`)."""
-    return views.artifact_key(flow_run.parameters.get("project_name") or "paperline", what)
-
-
-def flow_run_name() -> str:
-    """`<project>-<config>-<UTC stamp>` for the Prefect flow run; the MLflow run takes the same name."""
-    parameters = flow_run.parameters
-    return views.run_name(parameters["project_name"], parameters.get("config_name") or "default")
-
-
-def mlflow_run_name(project: str, config: str) -> str:
-    """The flow run's own name when it has that form, so that the MLflow run and the flow run share one stamp."""
-    name = flow_run.name or ""
-    return name if name.startswith(f"{project}-{config}-") else views.run_name(project, config)
-
-
-def tag_flow_run(project: str, config: str) -> None:
-    """Tags `project:<p>` and `config:<c>` on this flow run, however it was started (the CLI, a deployment, an
-    upstream run inside another flow): the dashboard filters runs by them."""
-    import httpx
-    from prefect.client.orchestration import get_client
-
-    ours = [f"project:{project}", f"config:{config}"]
-    kept = [t for t in flow_run.tags if not t.startswith(("project:", "config:"))]
-    try:
-        with get_client(sync_client=True) as client:
-            client.update_flow_run(flow_run.id, tags=[*kept, *ours])
-    except httpx.HTTPError as error:  # a label in the dashboard is not worth a run
-        get_run_logger().warning(f"could not tag the flow run {' '.join(ours)}: {error}")

@@ -24,24 +24,26 @@ from paperline.ops.runs.summary import GateFailure, RunSummary
 from paperline.ops.tracking import client as tracking_client
 from paperline.ops.tracking import runs as tracking
 from paperline.ops.tracking import views
-from paperline_flows import pipeline
+from paperline_flows import dashboard, pipeline
+from paperline_flows.tasks import register
 
 
-@flow(name="paperline-run", flow_run_name=pipeline.flow_run_name)
+@flow(name="paperline-run", flow_run_name=dashboard.flow_run_name)
 def run_project(project_name: str, config_name: str = "default", overrides: list[str] | None = None):
     """Run one project's pipeline; returns the RunSummary, or a Failed state holding a GateFailure when a gate
     stops it."""
-    pipeline.quiet_user_errors()
+    dashboard.quiet_user_errors()
     started_at = time.monotonic()
     plan = pipeline.open_run(project_name, config_name, overrides, produce_upstream=run_project)
     project, lineage, store = plan.project, plan.lineage, plan.services.store
     summary = RunSummary(project=project.name, config=config_name, status="running", dataset_md5=plan.version.md5,
                          model_name=lineage.model_name, flow_run_id=lineage.flow_run_id,
                          flow_run_url=lineage.flow_run_url)
-    key = pipeline.plan_training(plan.settings, project.name, config_name, plan.overrides, plan.refs,
-                                 plan.models).key  # before generation; a generating method's key adds its files
+    training = pipeline.plan_training(plan.settings, project.name, config_name, plan.overrides, plan.refs,
+                                      plan.models)  # a generating method's is planned again with its files
+    key = training.key
     run_tags = {**lineage.tags(), **views.source_tags(lineage.git_commit)}  # MLflow's Source and Git commit
-    with tracking.start_run(plan.experiment_id, pipeline.mlflow_run_name(project.name, config_name),
+    with tracking.start_run(plan.experiment_id, dashboard.mlflow_run_name(project.name, config_name),
                             run_tags) as run, ExitStack() as held:
         summary.mlflow_run_id, summary.mlflow_experiment_id = run.info.run_id, plan.experiment_id
         summary.mlflow_run_url = tracking_client.run_url(plan.settings.tracking_uri, plan.experiment_id,
@@ -66,14 +68,13 @@ def run_project(project_name: str, config_name: str = "default", overrides: list
 
         if not gate.passed:
             return stopped_by("data gate")
-        generated = None
         if project.generates():  # the method writes its own training data: a dataset version of its own
             generated, gate = pipeline.generate_and_gate(plan)
             if not gate.passed:
                 return stopped_by("the gate over the generated data")
-        training = pipeline.plan_training(plan.settings, project.name, config_name, plan.overrides, plan.refs,
-                                          plan.models, generated)
-        key = training.key
+            training = pipeline.plan_training(plan.settings, project.name, config_name, plan.overrides,
+                                              plan.refs, plan.models, generated)
+            key = training.key
         # One registration per cache key: a concurrent run of the same unchanged project waits here, then finds
         # the first one's cached results and registered version instead of registering the same model twice.
         if not held.enter_context(store.hold(f"cache:{project.name}:{key}", wait=False)):
@@ -82,8 +83,8 @@ def run_project(project_name: str, config_name: str = "default", overrides: list
         try:
             trained = pipeline.train_and_evaluate(training)
             summary.metrics, summary.cache_hit = trained.metrics, trained.cache_hit
-            pipeline.publish_tables(project.name, trained.evaluation)
-            pipeline.register(plan.services, project, trained.model, key, lineage, summary)
+            dashboard.publish_tables(project.name, trained.evaluation)
+            register(plan.services.registry, plan.services.policy, project, trained.model, key, lineage, summary)
             summary.status = "cached" if summary.cache_hit else "registered"
             tracking.set_status(summary.status)
         except BaseException as error:  # the run's lineage says how it ended, whatever ended it (Ctrl-C too)

@@ -25,7 +25,7 @@ from paperline.ops.runs.preflight import preflight
 from paperline.ops.runs.summary import GateFailure
 from paperline.ops.tracking import runs as tracking
 from paperline.ops.tracking import tags
-from paperline_flows import pipeline
+from paperline_flows import dashboard, pipeline
 from paperline_flows.run_project import run_project
 from paperline_flows.task_runners import gpu_options, make_task_runner
 
@@ -37,7 +37,7 @@ def sweep(project_name: str, config_name: str = "default", grid: dict[str, list[
 
     Returns a SweepSummary, or a Failed state (holding a GateFailure when the data gate stops it, the summary
     when every trial failed)."""
-    pipeline.quiet_user_errors()
+    dashboard.quiet_user_errors()
     logger = get_run_logger()
     spec, axes, base = sweep_grid.parse_runner(runner), grid or {}, list(overrides or [])
     specs, keys = sweep_grid.trials(axes), sweep_grid.varying(axes)
