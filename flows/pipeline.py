@@ -293,7 +293,8 @@ def register_trial(plan: RunPlan, index: int, run_id: str, trained: Trained, sum
                              flow_run_id=lineage.flow_run_id, flow_run_url=lineage.flow_run_url,
                              dataset_md5=lineage.dataset_md5, cache_hit=trained.cache_hit)
     with tracking.resume_run(run_id, nested=True):
-        register(plan.services.registry, plan.services.policy, plan.project, trained.model, trained.key, lineage, run_summary)
+        register(plan.services.registry, plan.services.policy, plan.project, trained.model, trained.key, lineage,
+                 run_summary)
         tracking.set_tags({tags.SWEEP_BEST: "true"})
     plan.services.store.record_lineage(**lineage.record(
         status="registered", mlflow_run_id=run_id, gate_passed=True, cache_key=trained.key,

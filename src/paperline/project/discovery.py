@@ -3,8 +3,9 @@
 A project folder holds its method card (`project.yaml`), its configs (`configs/*.yaml`) and its method
 (`method.py`, a module satisfying `paperline.project.interface.TrainedMethod` or `TrainingFreeMethod`). The folder
 is imported as the package `paperline_projects.<name>` (`project_package`), so method.py reaches its sibling
-files with relative imports (`from . import dse`), as editors and type checkers follow them. Every project is found; one that breaks the contract is kept with its `problems` (`paperline ls` shows them), and
-`get_project` refuses it with one line, so a broken method costs a second, not a run.
+files with relative imports (`from . import dse`), as editors and type checkers follow them. Every project is
+found; one that breaks the contract is kept with its `problems` (`paperline ls` shows them), and `get_project`
+refuses it with one line, so a broken method costs a second, not a run.
 """
 
 from __future__ import annotations
