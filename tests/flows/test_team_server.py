@@ -18,7 +18,7 @@ import pytest
 from repo_copy import BIN, make_repo_copy
 
 MODEL = "sbert_sts-smoke"
-MD5 = "7ccbb162e1efada7a9b426962dbccb08.dir"
+MD5 = "f1bd840915efd71f73cab4431f31101f.dir"
 ALICE, BOB = ("alice", "alice-password-1"), ("bob", "bob-password-1")
 
 

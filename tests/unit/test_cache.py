@@ -9,7 +9,7 @@ from paperline.ops.cache import keys as cache
 from paperline.project.discovery import discover
 
 REPO = Path(__file__).resolve().parents[2]
-MD5 = "7ccbb162e1efada7a9b426962dbccb08.dir"
+MD5 = "f1bd840915efd71f73cab4431f31101f.dir"
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from paperline.data.kinds import UnknownKindError
 from paperline.data.kinds.nli_pairs import NliPair
 from paperline.data.kinds.scored_pairs import ScoredPair
 
-POINTER_MD5 = "7ccbb162e1efada7a9b426962dbccb08.dir"
+POINTER_MD5 = "f1bd840915efd71f73cab4431f31101f.dir"
 
 
 @pytest.fixture(scope="module")

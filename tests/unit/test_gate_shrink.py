@@ -92,7 +92,8 @@ def test_gate_datasets_takes_the_history_the_configs_allow_shrink_and_the_cards_
     previous = {"stsb": {"train": 40, "dev": 20}}
     failed = gate_datasets(refs, cfg, previous_rows=previous)
     assert not failed.passed and [f.split for f in failed.results[0].failures] == ["train"]
-    assert gate_datasets(refs, cfg, previous_rows=previous, max_shrink={"stsb": 0.9}).passed
+    own = {"stsb": {"max_shrink_fraction": 0.9}}
+    assert gate_datasets(refs, cfg, previous_rows=previous, dataset_limits=own).passed
     refs, allowed = _gate_files(tmp_path, 10, allow_shrink=True)
     assert gate_datasets(refs, allowed, previous_rows=previous).passed
 
@@ -130,6 +131,6 @@ def test_the_gate_cache_key_covers_the_history_allow_shrink_and_the_cards_fracti
     key = cache.gate_cache_key(cfg, "md5")
     assert cache.gate_cache_key(cfg, "md5", previous_rows={}) == key
     assert cache.gate_cache_key(cfg, "md5", previous_rows={"stsb": {"train": 40}}) != key
-    assert cache.gate_cache_key(cfg, "md5", max_shrink={"stsb": 0.5}) != key
+    assert cache.gate_cache_key(cfg, "md5", dataset_limits={"stsb": {"max_shrink_fraction": 0.5}}) != key
     allowed = ProjectConfig(data={"stsb": DatasetUse(kind="scored_pairs", splits=["train"], allow_shrink=True)})
     assert cache.gate_cache_key(allowed, "md5") != key

@@ -14,7 +14,7 @@ from paperline.project.interface import RunContext, UpstreamModel
 from paperline.project.discovery import get_project
 
 REPO = Path(__file__).resolve().parents[2]
-MD5 = "7ccbb162e1efada7a9b426962dbccb08.dir"
+MD5 = "f1bd840915efd71f73cab4431f31101f.dir"
 
 
 @pytest.fixture

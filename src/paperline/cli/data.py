@@ -42,6 +42,7 @@ def cmd_data_validate(args) -> int:
     # dataset -> kind -> the projects whose card reads the dataset as that kind
     readers: dict[str, dict[str, list[str]]] = {}
     floors: dict[str, dict[str, int]] = {}  # dataset -> split -> fewest rows the cards accept
+    own_limits: dict[str, dict[str, float]] = {}  # dataset -> the loosest limit any card sets for it
     for project in discover(settings.projects_dir).values():
         if project.card is None:  # a card that does not validate names no data; `paperline ls` says why
             continue
@@ -51,6 +52,9 @@ def cmd_data_validate(args) -> int:
             except UnknownKindError as exc:
                 raise UnknownKindError(f"{project.name}/project.yaml, dataset '{need.dataset}': {exc}") from None
             readers.setdefault(need.dataset, {}).setdefault(need.kind, []).append(project.name)
+            for limit, value in project.card.limits().get(need.dataset, {}).items():
+                own = own_limits.setdefault(need.dataset, {})
+                own[limit] = max(value, own.get(limit, 0.0))
             for split, rows in need.min_rows.items():  # the strictest floor any card states
                 floor = floors.setdefault(need.dataset, {})
                 floor[split] = max(rows, floor.get(split, 0))
@@ -65,7 +69,7 @@ def cmd_data_validate(args) -> int:
     uses = {name: DatasetUse(kind=kind, splits=sorted(f.stem for f in (version.path / name).glob("*.tsv")))
             for name, kind in kinds.items()}
     outcome = gate_datasets({n: dataset_ref(version, n, u.kind) for n, u in uses.items()}, ProjectConfig(data=uses),
-                            min_rows=floors)
+                            min_rows=floors, dataset_limits=own_limits)
     for result in outcome.results:
         prefix = f"{result.dataset}: " if result.passed else ""  # a failure line names its dataset already
         print("\n".join(prefix + line for line in result.summary_lines()))

@@ -65,7 +65,7 @@ def read_split(ref: DatasetRef, split: str) -> list:
 
 @dataclass(frozen=True)
 class DataVersion:
-    md5: str  # e.g. 7ccbb162e1efada7a9b426962dbccb08.dir
+    md5: str  # e.g. f1bd840915efd71f73cab4431f31101f.dir
     path: Path  # the data/ folder
     nfiles: int | None
     pulled: bool  # whether this call had to fetch files from the remote

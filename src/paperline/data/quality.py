@@ -315,11 +315,12 @@ def _train_keys(splits, kind: DataKind, limits: GateLimits, train_split: str) ->
 def gate_datasets(refs: dict[str, DatasetRef], cfg: ProjectConfig, limits: dict | None = None,
                   min_rows: dict[str, dict[str, int]] | None = None,
                   previous_rows: dict[str, dict[str, int]] | None = None,
-                  max_shrink: dict[str, float] | None = None) -> GateOutcome:
+                  dataset_limits: dict[str, dict[str, float]] | None = None) -> GateOutcome:
     """Validate every split of every dataset the config reads, with the GX suite of its data kind; `min_rows`
     gives per dataset the smallest row count of each split (from the project cards), `previous_rows` per dataset
     each split's row count in the last version that passed the gate (from the audit store; a config's
-    `allow_shrink` waives that check), and `max_shrink` a card's own shrink fraction per dataset."""
+    `allow_shrink` waives that check), and `dataset_limits` a card's own `GateLimits` fractions per dataset
+    (`MethodCard.limits`)."""
     results = []
     for name, use in cfg.data.items():
         ref = refs[name]
@@ -330,10 +331,8 @@ def gate_datasets(refs: dict[str, DatasetRef], cfg: ProjectConfig, limits: dict 
                 frames[split] = frame
             else:
                 unreadable[split] = failure
-        dataset_limits = GateLimits(**(limits or {}))
-        if name in (max_shrink or {}):
-            dataset_limits = replace(dataset_limits, max_shrink_fraction=max_shrink[name])
-        results.append(gate_splits(name, ref.kind, frames, dataset_limits, unreadable=unreadable,
+        own_limits = replace(GateLimits(**(limits or {})), **(dataset_limits or {}).get(name, {}))
+        results.append(gate_splits(name, ref.kind, frames, own_limits, unreadable=unreadable,
                                    min_rows=(min_rows or {}).get(name), previous_rows=(previous_rows or {}).get(name),
                                    allow_shrink=use.allow_shrink))
     return GateOutcome(results)

@@ -189,19 +189,23 @@ class GateOutcome:
     """The data gate over every dataset a run reads."""
 
     results: list[GateResult]  # one per dataset
+    # Findings across datasets that fail nothing (an evaluation suite's pairs that are also training pairs): shown
+    # in the report, never part of the verdict. Added by the run after the gate, so a cached verdict has none.
+    notes: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
         return all(r.passed for r in self.results)
 
     def summary_lines(self) -> list[str]:
-        return [line for r in self.results for line in r.summary_lines()]
+        return [line for r in self.results for line in r.summary_lines()] + self.notes
 
     def to_markdown(self) -> str:
-        return "\n\n".join(r.to_markdown() for r in self.results)
+        notes = ["## Across datasets\n\n" + "\n".join(f"- {note}" for note in self.notes)] if self.notes else []
+        return "\n\n".join([*(r.to_markdown() for r in self.results), *notes])
 
     def to_html(self) -> str:
         return "\n".join(r.to_html() for r in self.results)
 
     def to_dict(self) -> dict:
-        return {"passed": self.passed, "datasets": [r.to_dict() for r in self.results]}
+        return {"passed": self.passed, "datasets": [r.to_dict() for r in self.results], "notes": self.notes}

@@ -41,13 +41,13 @@ def cache_key(project: Project, cfg: ProjectConfig, dataset_md5: str, upstream: 
 
 
 def gate_cache_key(cfg: ProjectConfig, dataset_md5: str, min_rows: dict | None = None,
-                   previous_rows: dict | None = None, max_shrink: dict | None = None) -> str:
+                   previous_rows: dict | None = None, dataset_limits: dict | None = None) -> str:
     """The gate's verdict depends only on the data version, the datasets and splits read (and whether a shrink is
-    allowed), the row floors and shrink fractions of the card, the row counts of the last versions that passed
-    the gate (the shrink check compares with them), and the gate's code."""
+    allowed), the row floors and own limits (shrink, duplicates) of the card, the row counts of the last versions
+    that passed the gate (the shrink check compares with them), and the gate's code."""
     uses = sorted((name, use.kind, tuple(use.splits), use.allow_shrink) for name, use in cfg.data.items())
     floors = sorted((name, sorted(splits.items())) for name, splits in (min_rows or {}).items())
     previous = sorted((name, sorted(splits.items())) for name, splits in (previous_rows or {}).items())
-    shrink = sorted((max_shrink or {}).items())
-    parts = (uses, floors, previous, shrink, dataset_md5, library_digest(GATE_SUBPACKAGES))
+    own = sorted((name, sorted(values.items())) for name, values in (dataset_limits or {}).items())
+    parts = (uses, floors, previous, own, dataset_md5, library_digest(GATE_SUBPACKAGES))
     return hashlib.sha256(repr(parts).encode()).hexdigest()
