@@ -37,6 +37,7 @@ from paperline.data.datasets import DataVersion, DatasetRef, dataset_ref, remote
 from paperline.data.quality import gate_files
 from paperline.data.quality_report import GateOutcome
 from paperline.ops.cache.keys import cache_key, gate_cache_key
+from paperline.ops.compare.suite import ComparisonPlan, contamination_notes, trained_on
 from paperline.ops.registry import upstream
 from paperline.ops.registry.aliases import ModelRegistry
 from paperline.ops.registry.decisions import Lineage, git_commit
@@ -104,6 +105,19 @@ class RunPlan:
     @property
     def data(self) -> ProjectData:
         return ProjectData(self.refs)
+
+    def comparison_plan(self) -> ComparisonPlan | None:
+        """How the register step scores the candidate and the champion on the same rows: the primary split capped
+        as the run's own evaluation is, and what this config trains on; None where the card names no comparison."""
+        if self.project.card.compare != "sts":
+            return None
+        evaluated = ("stsb", "test")
+        reads = {name: (use.kind, list(use.splits)) for name, use in self.cfg.data.items()}
+        return ComparisonPlan(
+            data_dir=self.version.path, dataset=evaluated[0], split=evaluated[1],
+            max_rows=getattr(getattr(self.cfg, "evaluate", None), "max_rows", None),
+            trained_on=trained_on(reads, evaluated), kinds={name: kind for name, (kind, _) in reads.items()},
+            cache_dir=self.settings.workspace / "cache" / "scores")
 
 
 @dataclass
@@ -196,12 +210,17 @@ def gate(plan: RunPlan) -> GateOutcome:
     settings, project, cfg, store = plan.settings, plan.project, plan.cfg, plan.services.store
     for name, ref in plan.refs.items():
         tracking.log_dataset(ref, cfg.data[name].splits, context="train+eval", remote=remote_url(settings.root))
-    floors, shrink = project.card.min_rows(), project.card.max_shrink()
+    floors, limits = project.card.min_rows(), project.card.limits()
     # each split's rows in the last other version that passed the gate (the shrink check's reference)
     previous = store.gated_rows(list(cfg.data), excluding_md5=plan.version.md5)
-    key = gate_cache_key(cfg, plan.version.md5, floors, previous, shrink)
+    key = gate_cache_key(cfg, plan.version.md5, floors, previous, limits)
     outcome = verified(data_gate.with_options(result_storage=settings.results_dir), key)(
-        plan.refs, cfg, floors, key, previous, shrink)
+        plan.refs, cfg, floors, key, previous, limits)
+    compared = plan.comparison_plan()
+    if compared is not None:  # the evaluation suite against what this config trains on: reported, never failing
+        outcome.notes = contamination_notes(compared)
+        for note in outcome.notes:
+            get_run_logger().info(note)
     tracking.log_gate(outcome)
     if outcome.passed:
         store.record_gated_rows(plan.version.md5, {result.dataset: result.split_rows for result in outcome.results})
@@ -294,7 +313,7 @@ def register_trial(plan: RunPlan, index: int, run_id: str, trained: Trained, sum
                              dataset_md5=lineage.dataset_md5, cache_hit=trained.cache_hit)
     with tracking.resume_run(run_id, nested=True):
         register(plan.services.registry, plan.services.policy, plan.project, trained.model, trained.key, lineage,
-                 run_summary)
+                 run_summary, plan.comparison_plan())
         tracking.set_tags({tags.SWEEP_BEST: "true"})
     plan.services.store.record_lineage(**lineage.record(
         status="registered", mlflow_run_id=run_id, gate_passed=True, cache_key=trained.key,

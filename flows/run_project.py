@@ -24,7 +24,8 @@ from paperline.ops.runs.summary import GateFailure, RunSummary
 from paperline.ops.tracking import client as tracking_client
 from paperline.ops.tracking import runs as tracking
 from paperline.ops.tracking import views
-from paperline_flows import dashboard, pipeline
+from paperline_flows import dashboard, events, pipeline
+from paperline_flows.approval import wait_for_approval
 from paperline_flows.tasks import register
 
 
@@ -61,6 +62,8 @@ def run_project(project_name: str, config_name: str = "default", overrides: list
 
         def stopped_by(which: str) -> Failed:
             failure = GateFailure(which, gate.summary_lines())
+            events.gate_failed(project.name, config_name, failure, summary.mlflow_run_id, summary.flow_run_url,
+                               summary.flow_run_id)
             record("gate-failed")
             tracking.set_status("gate-failed")
             tracking.end_run_failed()
@@ -84,7 +87,11 @@ def run_project(project_name: str, config_name: str = "default", overrides: list
             trained = pipeline.train_and_evaluate(training)
             summary.metrics, summary.cache_hit = trained.metrics, trained.cache_hit
             dashboard.publish_tables(project.name, trained.evaluation)
-            register(plan.services.registry, plan.services.policy, project, trained.model, key, lineage, summary)
+            register(plan.services.registry, plan.services.policy, project, trained.model, key, lineage, summary,
+                     plan.comparison_plan())
+            events.registered(plan.services.registry, summary)  # promoted, refused or approval-pending
+            if summary.approval == "pending":  # the policy asks a person: this run pauses for the answer
+                wait_for_approval(plan.services.registry, summary, plan.services.policy)
             summary.status = "cached" if summary.cache_hit else "registered"
             tracking.set_status(summary.status)
         except BaseException as error:  # the run's lineage says how it ended, whatever ended it (Ctrl-C too)

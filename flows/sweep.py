@@ -25,7 +25,7 @@ from paperline.ops.runs.preflight import preflight
 from paperline.ops.runs.summary import GateFailure
 from paperline.ops.tracking import runs as tracking
 from paperline.ops.tracking import tags
-from paperline_flows import dashboard, pipeline
+from paperline_flows import dashboard, events, pipeline
 from paperline_flows.run_project import run_project
 from paperline_flows.task_runners import gpu_options, make_task_runner
 
@@ -54,6 +54,8 @@ def sweep(project_name: str, config_name: str = "default", grid: dict[str, list[
         gate = pipeline.gate(plan)
         if not gate.passed:
             failure = GateFailure("data gate", gate.summary_lines())
+            events.gate_failed(project.name, config_name, failure, parent.info.run_id, lineage.flow_run_url,
+                               lineage.flow_run_id)
             services.store.record_lineage(**lineage.record(status="gate-failed", mlflow_run_id=parent.info.run_id,
                                                            gate_passed=False, cache_key=""))
             tracking.set_status("gate-failed")

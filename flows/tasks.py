@@ -14,6 +14,8 @@ from paperline.core.settings import Settings
 from paperline.data.datasets import DataVersion, resolve_data_version
 from paperline.data.quality import gate_datasets
 from paperline.data.quality_report import GateOutcome
+from paperline.ops.compare.champion import Comparison
+from paperline.ops.compare.suite import ComparisonPlan
 from paperline.ops.registry.aliases import ModelRegistry
 from paperline.ops.registry.decisions import Lineage
 from paperline.ops.registry.policy import Policy
@@ -37,11 +39,11 @@ def resolve_data(settings: Settings) -> DataVersion:
 @task(name="data gate", cache_key_fn=lambda context, parameters: parameters["key"], persist_result=True,
       result_serializer=RESULTS)
 def data_gate(refs, cfg, min_rows: dict, key: str, previous_rows: dict | None = None,
-              max_shrink: dict | None = None) -> GateOutcome:
+              dataset_limits: dict | None = None) -> GateOutcome:
     """GX validation of every split the run reads, with the card's row floors and, against the row counts of the
     last version that passed (`previous_rows`), its shrink fractions; cached per data version, those inputs and
     gate code."""
-    outcome = gate_datasets(refs, cfg, min_rows=min_rows, previous_rows=previous_rows, max_shrink=max_shrink)
+    outcome = gate_datasets(refs, cfg, min_rows=min_rows, previous_rows=previous_rows, dataset_limits=dataset_limits)
     create_markdown_artifact(key=dashboard.artifact_key("data-gate"), markdown=outcome.to_markdown(),
                              description="data gate report")
     for line in outcome.summary_lines():
@@ -81,5 +83,10 @@ def generate_data(project: Project, cfg, data: ProjectData, runs_dir: Path, mode
 # Never cached: registration and the policy run every time (and a registry cannot be hashed into a key).
 @task(name="register and promote", cache_policy=NO_CACHE, persist_result=False)
 def register(registry: ModelRegistry, policy: Policy, project: Project, model: TrainedModel, key: str,
-             lineage: Lineage, summary: RunSummary) -> None:
-    register_and_promote(registry, policy, project.card, model, key, lineage, summary)
+             lineage: Lineage, summary: RunSummary, comparison: ComparisonPlan | None = None) -> Comparison | None:
+    """Compare with the champion on the same rows, register, and let the policy decide (`register_and_promote`);
+    the version's model card is also a Prefect artifact."""
+    compared = register_and_promote(registry, policy, project.card, model, key, lineage, summary, comparison)
+    create_markdown_artifact(key=dashboard.artifact_key("model-card"), markdown=summary.model_card,
+                             description=f"model card of {summary.model_name} v{summary.model_version}")
+    return compared

@@ -6,7 +6,8 @@ import pytest
 from repo_copy import BIN, REPO
 
 COMMANDS = [["ls"], ["run"], ["data"], ["data", "pull"], ["data", "status"], ["data", "validate"], ["models"],
-            ["models", "ls"], ["models", "history"], ["promote"], ["rollback"], ["ui"], ["export"], ["server"]]
+            ["models", "ls"], ["models", "history"], ["promote"], ["rollback"], ["approve"], ["reject"], ["ui"],
+            ["export"], ["server"], ["notify"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
@@ -17,7 +18,7 @@ def test_every_command_has_help(command):
 
 def test_data_commands_report_the_version_and_the_gate(workspace):
     status = workspace.paperline("data", "status")
-    assert status.returncode == 0 and "7ccbb162e1efada7a9b426962dbccb08.dir" in status.stdout
+    assert status.returncode == 0 and "f1bd840915efd71f73cab4431f31101f.dir" in status.stdout
     assert "matches data.dvc" in status.stdout
     validate = workspace.paperline("data", "validate", "--report", "gate.md")
     assert validate.returncode == 0, validate.stderr
@@ -27,7 +28,7 @@ def test_data_commands_report_the_version_and_the_gate(workspace):
     changed = workspace.paperline("data", "status")
     assert changed.returncode == 1 and "differs from data.dvc" in changed.stdout
     restored = workspace.paperline("data", "pull", "--force")
-    assert restored.returncode == 0 and "7ccbb162e1efada7a9b426962dbccb08.dir" in restored.stdout
+    assert restored.returncode == 0 and "f1bd840915efd71f73cab4431f31101f.dir" in restored.stdout
 
 
 def test_ls_and_ui(workspace):

@@ -19,7 +19,7 @@ from repo_copy import BIN
 from paperline.ops.store.audit import AuditStore
 
 MODEL = "sbert_sts-smoke"
-MD5 = "7ccbb162e1efada7a9b426962dbccb08.dir"
+MD5 = "f1bd840915efd71f73cab4431f31101f.dir"
 
 
 def _run(ws, *extra):
@@ -58,8 +58,9 @@ def test_run_registers_promotes_and_caches(workspace):
     assert len(run.data.tags["paperline.git_commit"]) >= 40
     assert run.data.tags["paperline.gate_passed"] == "True"
     assert run.data.params["train.stages.0.loss"] == "cosent"
-    (dataset_input,) = run.inputs.dataset_inputs
-    assert dataset_input.dataset.digest == MD5 and dataset_input.dataset.name.startswith("stsb")
+    inputs = {i.dataset.name.split("@")[0].split(":")[0]: i.dataset for i in run.inputs.dataset_inputs}
+    assert {name[:8] for name in inputs} == {"stsb", "sts12_16"}, inputs  # the evaluation suite is data it reads
+    assert {dataset.digest for dataset in inputs.values()} == {MD5}
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "data_gate")}
     assert {"data_gate/data_gate.md", "data_gate/data_gate.html", "data_gate/data_gate.json"} <= artifacts
 
@@ -103,6 +104,28 @@ def test_run_registers_promotes_and_caches(workspace):
     assert "'loss'" in third.stdout + third.stderr  # --verbose: the trainer's own output is back
     assert _runs(workspace)[-1].data.tags["paperline.cache_hit"] == "False"
     assert len(client.search_model_versions(f"name='{MODEL}'")) == 2
+
+    # v2 was compared with the champion (v1) scored in the same run, on the same rows, before the policy decided.
+    assert "compared: champion: none yet" in first.stdout
+    assert "compared: champion v1 on the same 40 rows: stsb_test_spearman" in third.stdout, third.stdout
+    assert re.search(r"compared: suite sts13_spearman: [\d.]+ vs champion [\d.]+ \(40 rows, 597 trained-on",
+                     third.stdout)
+    assert re.search(r"policy: margin: (passed|failed) \(stsb_test_spearman [\d.]+ vs champion v1 [\d.]+ on the same "
+                     r"rows: [+-][\d.]+ \[[+-][\d.]+, [+-][\d.]+\] \(95% paired bootstrap, 1000 resamples of 40 rows\)",
+                     third.stdout), third.stdout
+    compared = _runs(workspace)[-1]
+    assert compared.data.tags["paperline.compare.champion_version"] == "1"
+    assert {"champion_stsb_test_spearman", "delta_stsb_test_spearman_low", "champion_sts12_16_avg_spearman",
+            "compare.sts12_spearman"} <= set(compared.data.metrics)
+    assert compared.data.metrics["champion_stsb_test_spearman"] == pytest.approx(
+        run.data.metrics["stsb_test_spearman"], abs=1e-6)  # v1's number, measured again on the same rows
+    v2 = client.get_model_version(MODEL, "2")
+    assert v2.tags["paperline.compare.champion_version"] == "1" and "paperline.compare.interval" in v2.tags
+    assert v2.description.startswith(f"# {MODEL} v2") and "## STS 2012-2016 suite" in v2.description
+    gate_report = client.download_artifacts(compared.info.run_id, "data_gate/data_gate.md")
+    assert "sts12_16/test: 4759 pairs are also in what this config trains on (stsb:train)" in open(gate_report).read()
+    trend = workspace.paperline("models", "history", MODEL)
+    assert "metric trend (stsb_test_spearman" in trend.stdout and "vs v1: " in trend.stdout, trend.stdout
 
 
 def test_corrupted_data_version_fails_the_gate_and_registers_nothing(workspace):

@@ -26,8 +26,10 @@ def test_reference_results_of_the_card_are_checked_against_a_run():
     assert reference_reproduced(CARD, "smoke", GOOD) is None  # no reference for that config
 
 
-def test_promotion_compares_with_the_champion_by_its_recorded_metric():
-    policy = Policy(min_primary_metric=80.0, min_improvement=0.1)
+def test_promotion_compares_with_the_champion_by_its_recorded_metric_only_if_the_policy_says_so():
+    refusing = promotion_decision(Policy(min_primary_metric=80.0), CARD, "default", GOOD, "2", _version("1", 70.0))
+    assert not refusing.promote and any("unscored_champion: refuse" in r for r in refusing.reasons)
+    policy = Policy(min_primary_metric=80.0, min_improvement=0.1, unscored_champion="recorded")
     assert promotion_decision(policy, CARD, "default", GOOD, "2", None).promote
     assert promotion_decision(policy, CARD, "default", GOOD, "2", _version("1", GOOD["stsb_test_spearman"] - 0.5)).promote
     worse = promotion_decision(policy, CARD, "default", GOOD, "2", _version("1", GOOD["stsb_test_spearman"] - 0.01))

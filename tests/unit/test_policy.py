@@ -12,8 +12,11 @@ import pytest
 from paperline.ops.registry.policy import Budget, Decision, GridCell, Policy, PolicyError, choose_cell, decide, load_policy
 
 REPO_POLICY = Path(__file__).resolve().parents[2] / "registry" / "policy.yaml"
+# These tests compare with the champion's recorded number (a project without a comparison on the same rows);
+# tests/unit/test_comparison.py covers the margin and the guards on a comparison.
 STRICT = Policy(require_gate_passed=True, min_primary_metric=70.0, min_improvement=0.1,
-                require_reference_reproduced=True)
+                require_reference_reproduced=True, unscored_champion="recorded")
+RECORDED = "(unscored_champion: recorded; this project has no comparison on the same rows)"
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -29,9 +32,12 @@ def _passing(**overrides) -> dict:
 
 def test_repo_policy_loads_for_every_project_and_the_default():
     default = load_policy(REPO_POLICY, "a_project_without_overrides")
-    assert default == Policy(require_gate_passed=True, min_primary_metric=70.0, min_improvement=0.1,
-                             require_reference_reproduced=False)
-    assert load_policy(REPO_POLICY, "sbert_sts") == dataclasses.replace(default, min_primary_metric=80.0)
+    assert dataclasses.replace(default, guards=()) == Policy(
+        require_gate_passed=True, min_primary_metric=70.0, min_improvement=0.3, require_reference_reproduced=False,
+        unscored_champion="refuse", require_approval=False)
+    assert {g.metric for g in default.guards} >= {"sts12_16_avg_spearman", "sts1?_spearman"}
+    assert load_policy(REPO_POLICY, "sbert_sts") == dataclasses.replace(default, min_primary_metric=80.0,
+                                                                         min_improvement=0.2)
 
 
 def test_project_overrides_only_the_keys_it_names(tmp_path: Path):
@@ -55,6 +61,14 @@ projects:
     ("default: [1, 2]", "'default' in {path} must be a mapping"),
     ("default: {a: [", "{path} is not valid YAML"),
     ("default: {budgets: {max_layers: 3}}", "'budgets' in 'default' of {path} must be a list"),
+    ("default: {guards: [{metric: sts13_spearman}]}", "must have exactly a metric (a name or pattern) and max_drop"),
+    ("default: {guards: [{metric: m, max_drop: -1}]}", "must have exactly a metric (a name or pattern) and max_drop"),
+    ("default: {unscored_champion: ignore}",
+     "'unscored_champion' in 'default' of {path} must be one of refuse, recorded"),
+    ("default: {bootstrap_resamples: 10}", "'bootstrap_resamples' in 'default' of {path} must be an integer"),
+    ("default: {confidence: 1.5}", "'confidence' in 'default' of {path} must be in [0.5, 1)"),
+    ("default: {approval_timeout_s: 0}", "'approval_timeout_s' in 'default' of {path} must be > 0 seconds"),
+    ("default: {require_approval: 1}", "'require_approval' in 'default' of {path} must be true or false"),
     ("default: {budgets: [{max_layers: 3}]}", "must have exactly max_layers and max_dims"),
     ("default: {budgets: [{max_layers: 0, max_dims: 64}]}", "must have exactly max_layers and max_dims"),
     ("default: {budgets: [{max_layers: 3, max_dims: 64}, {max_layers: 3, max_dims: 64}]}",
@@ -84,7 +98,8 @@ def test_every_rule_passing_promotes():
     assert decision.reasons == [
         "data gate: passed",
         "floor: passed (stsb_test_spearman 84 >= 70)",
-        "margin: passed (stsb_test_spearman 84 vs champion 83: +1 >= +0.1, higher is better)",
+        f"margin: passed (stsb_test_spearman 84 vs the champion's recorded 83 {RECORDED}: +1 >= +0.1, higher is "
+        "better)",
         "reference result: passed (reproduced within tolerance)",
     ]
 
@@ -92,7 +107,8 @@ def test_every_rule_passing_promotes():
 @pytest.mark.parametrize("overrides, failing", [
     ({"gate_passed": False}, "data gate: failed"),
     ({"candidate": 69.5, "champion": 60.0}, "floor: failed (stsb_test_spearman 69.5 < 70)"),
-    ({"candidate": 83.05}, "margin: failed (stsb_test_spearman 83.05 vs champion 83: +0.05 < +0.1"),
+    ({"candidate": 83.05}, f"margin: failed (stsb_test_spearman 83.05 vs the champion's recorded 83 {RECORDED}: "
+                           "+0.05 < +0.1"),
     ({"reference_reproduced": False}, "reference result: failed (not reproduced"),
     ({"reference_reproduced": None}, "reference result: failed (not checked"),
     ({"candidate": math.nan}, "floor: failed (stsb_test_spearman is NaN)"),
@@ -102,6 +118,15 @@ def test_each_rule_alone_blocks_promotion(overrides: dict, failing: str):
     assert not decision.promote
     failed = [line for line in decision.reasons if ": failed" in line]
     assert failed and failed[0].startswith(failing), decision.reasons
+
+
+def test_by_default_a_champion_not_scored_on_the_same_rows_is_not_compared_with():
+    decision = decide(dataclasses.replace(STRICT, unscored_champion="refuse"), **_passing())
+    assert not decision.promote
+    assert ("margin: failed (the champion was not scored in this run: this project has no comparison on the same "
+            "rows; the policy (unscored_champion: refuse) does not compare with a number measured on other rows)"
+            ) in decision.reasons
+    assert Policy().unscored_champion == "refuse"
 
 
 def test_no_champion_yet_passes_the_margin():
@@ -116,12 +141,13 @@ def test_margin_is_inclusive_despite_float_rounding():
 
 
 def test_lower_is_better_flips_floor_and_margin():
-    policy = Policy(min_primary_metric=0.5, min_improvement=0.05)
+    policy = Policy(min_primary_metric=0.5, min_improvement=0.05, unscored_champion="recorded")
     good = decide(policy, gate_passed=True, metric_name="loss", candidate=0.30, champion=0.40,
                   greater_is_better=False)
     assert good.promote, good.reasons
     assert "floor: passed (loss 0.3 <= 0.5)" in good.reasons
-    assert "margin: passed (loss 0.3 vs champion 0.4: +0.1 >= +0.05, lower is better)" in good.reasons
+    assert f"margin: passed (loss 0.3 vs the champion's recorded 0.4 {RECORDED}: +0.1 >= +0.05, lower is better)" \
+        in good.reasons
 
     above_ceiling = decide(policy, gate_passed=True, metric_name="loss", candidate=0.6, champion=None,
                            greater_is_better=False)

@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 
+from paperline.cli.approvals import cmd_approve, cmd_reject
 from paperline.cli.common import installed_version
 from paperline.cli.data import cmd_data_pull, cmd_data_status, cmd_data_validate
 from paperline.cli.models import (
@@ -26,7 +27,7 @@ from paperline.cli.models import (
     task_names,
 )
 from paperline.cli.runs import cmd_deploy, cmd_ls, cmd_new, cmd_run, cmd_sweep
-from paperline.cli.services import cmd_server_stop, cmd_ui
+from paperline.cli.services import cmd_notify, cmd_server_stop, cmd_ui
 from paperline.core.errors import PaperlineError
 
 
@@ -111,6 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--reason", required=True, help="why; written to the audit history")
     rollback.set_defaults(func=cmd_rollback)
 
+    for verb, func, what in (("approve", cmd_approve, "make it the champion"),
+                             ("reject", cmd_reject, "keep it challenger")):
+        answer = sub.add_parser(verb, help=f"answer a promotion that waits for a person: {what} (audited; the "
+                                "policy's require_approval)")
+        answer.add_argument("name", help="the registered model, e.g. sbert_sts")
+        answer.add_argument("--version", help="the pending version (default: the only one pending)")
+        answer.add_argument("--reason", required=True, help="why; written to the audit history and the version")
+        answer.set_defaults(func=func)
+
     export = sub.add_parser("export", help="write a registered model cut to K layers and D dims (2D Matryoshka)")
     export.add_argument("model", metavar="NAME@ALIAS", help="e.g. matryoshka_2d@champion")
     export.add_argument("--layers", type=int, help="keep the first K transformer layers (default: a budget "
@@ -128,6 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
                       "cosine >= 0.95 to PyTorch instead of >= 0.999)")
     onnx.set_defaults(func=cmd_export_onnx)
 
+    notify = sub.add_parser("notify", help="post paperline's events (promoted, refused, approvals, failed gates) to "
+                            "a webhook: a Prefect automation on the server in use")
+    notify.add_argument("--webhook", required=True, metavar="URL", help="where each event is POSTed as JSON")
+    notify.add_argument("--file", default="infra/automations/notify-webhook.yaml",
+                        help="the automation (default: infra/automations/notify-webhook.yaml, relative to the "
+                             "repository)")
+    notify.set_defaults(func=cmd_notify)
     sub.add_parser("ui", help="how to open the Prefect dashboard and the MLflow UI").set_defaults(func=cmd_ui)
     server = sub.add_parser("server", help="the workspace's local Prefect server").add_subparsers(
         dest="server_command", required=True)

@@ -37,6 +37,18 @@ def cmd_models_history(args) -> int:
              f"v{e.previous_version or '-'} -> v{e.new_version or '-'}",
              {True: "passed", False: "failed", None: "-"}[e.gate_passed], e.reason) for e in events]
     print_table(["time (UTC)", "alias", "action", "actor", "change", "gate", "reason"], rows)
+    from paperline.ops.registry.versions import metric_trend
+
+    versions = list(registry.client.search_model_versions(f"name = {args.name!r}"))
+    metric, trend = metric_trend(versions, registry.aliases(args.name))
+    if trend:
+        print(f"\nmetric trend ({metric or 'no primary metric'} as registered; the comparison with the champion of "
+              "its day on the same rows):")
+        print_table(["version", "created (UTC)", "data", metric or "primary", "", "STS12-16 avg", "compared",
+                     "aliases", "approval"],
+                    [(f"v{r.version}", r.created, r.dataset, "-" if r.primary is None else f"{r.primary:.2f}", r.bar,
+                      "-" if r.suite_average is None else f"{r.suite_average:.2f}", r.compared, r.aliases,
+                      r.approval) for r in trend])
     return 0
 
 

@@ -1,8 +1,11 @@
-"""`paperline ui` and `paperline server stop`: the dashboards and the workspace's local Prefect server."""
+"""`paperline ui`, `paperline server stop` and `paperline notify`: the dashboards, the workspace's local Prefect
+server, and the automation that posts paperline's events to a webhook."""
 
 from __future__ import annotations
 
-from paperline.cli.common import workspace_settings
+from pathlib import Path
+
+from paperline.cli.common import connect_prefect, load_flow, workspace_settings
 
 
 def cmd_ui(args) -> int:
@@ -43,4 +46,17 @@ def cmd_server_stop(args) -> int:
 
     stopped = stop_local_server(workspace_settings().prefect_home)
     print("stopped the local Prefect server" if stopped else "no local Prefect server was running")
+    return 0
+
+
+def cmd_notify(args) -> int:
+    """Apply the webhook automation (infra/automations/notify-webhook.yaml) to the Prefect server in use."""
+    settings = workspace_settings()
+    path = Path(args.file)
+    if not path.is_absolute() and not path.exists():
+        path = settings.root / path  # the repository's infra/, from wherever the command runs
+    connect_prefect(settings)
+    applied = load_flow("notify")(path, args.webhook)
+    print(f"{applied['action']} automation {applied['name']} ({applied['url']}): every paperline.model.* and "
+          f"paperline.data.gate-failed event is POSTed to the webhook in block {applied['block']}")
     return 0

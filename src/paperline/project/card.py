@@ -7,7 +7,7 @@ The card is the one place that names a project's datasets and its base model: a 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -32,7 +32,9 @@ class DataNeed(StrictModel):
     `min_rows` is the smallest each split may be, per split: the data gate fails a version whose split shrank below
     it (a truncated export that still parses trains a worse model that looks fine). `max_shrink` is the fraction
     of a split's rows a new version may lose against the last version that passed the gate, when this dataset
-    needs another bound than its data kind's `max_shrink_fraction`.
+    needs another bound than its data kind's `max_shrink_fraction`; `max_duplicates` the fraction of a split's
+    rows that may repeat an earlier row, when the dataset's own make-up needs another bound than its kind's
+    `max_duplicate_fraction` (STS 2012-2016 repeats 3.2% of its pairs across subsets).
     """
 
     dataset: str
@@ -40,6 +42,7 @@ class DataNeed(StrictModel):
     splits: list[str] = Field(default_factory=lambda: ["train", "dev", "test"], min_length=1)  # the splits a run reads
     min_rows: dict[str, int] = Field(default_factory=dict)
     max_shrink: float | None = Field(default=None, ge=0.0, le=1.0)
+    max_duplicates: float | None = Field(default=None, ge=0.0, le=1.0)
 
 
 class PrimaryMetric(StrictModel):
@@ -53,6 +56,17 @@ class ReferenceResult(StrictModel):
     tolerance: float
     provenance: str  # "paper Table N" or "our run <mlflow run id> on <hardware>"
     config: str = "default"
+    # A result with `checked: false` is shown beside ours for comparison (a paper's number under a setup we
+    # deviate from: another base model, other training data), never part of "reproduced".
+    checked: bool = True
+
+
+# The dataset each comparison (`MethodCard.compare`) scores its suite on; every run of such a project reads it.
+COMPARE_SUITES = {"sts": "sts12_16"}
+# The metrics the `sts` comparison measures on that suite (paperline.ops.compare.suite): Spearman x 100 per year,
+# SentEval's "all" setting, and their mean. A card with `compare: sts` may list reference results for them.
+SUITE_METRICS = ("sts12_spearman", "sts13_spearman", "sts14_spearman", "sts15_spearman", "sts16_spearman",
+                 "sts12_16_avg_spearman")
 
 
 class MethodCard(StrictModel):
@@ -64,6 +78,11 @@ class MethodCard(StrictModel):
     data: list[DataNeed]
     base_model: str
     primary_metric: PrimaryMetric
+    # How the platform scores this project's candidate and its champion on the same rows before a promotion
+    # (paperline.ops.compare): `sts` scores sentence pairs on STS-B test (the primary metric, per genre and year)
+    # and the STS 2012-2016 suite; none (null) for a task it cannot score, where the policy's
+    # `unscored_champion` decides.
+    compare: Literal["sts"] | None = None
     reference_results: list[ReferenceResult] = Field(default_factory=list)
     deviations: list[str] = Field(default_factory=list)
     status: str = Field(pattern="^(experimental|stable)$")
@@ -76,9 +95,15 @@ class MethodCard(StrictModel):
         """Dataset -> split -> the smallest row count the data gate accepts."""
         return {need.dataset: dict(need.min_rows) for need in self.data if need.min_rows}
 
-    def max_shrink(self) -> dict[str, float]:
-        """Dataset -> the shrink fraction the card sets for it (others keep their data kind's)."""
-        return {need.dataset: need.max_shrink for need in self.data if need.max_shrink is not None}
+    def limits(self) -> dict[str, dict[str, float]]:
+        """Dataset -> the gate limits the card sets for it (`max_shrink_fraction`, `max_duplicate_fraction`;
+        the others keep their data kind's)."""
+        out: dict[str, dict[str, float]] = {}
+        for need in self.data:
+            own = {"max_shrink_fraction": need.max_shrink, "max_duplicate_fraction": need.max_duplicates}
+            if any(v is not None for v in own.values()):
+                out[need.dataset] = {k: v for k, v in own.items() if v is not None}
+        return out
 
     def fill_config(self, raw: dict[str, Any]) -> dict[str, Any]:
         """A config's raw YAML with what it leaves to the card filled in (before `key=value` overrides apply):
@@ -102,6 +127,9 @@ class MethodCard(StrictModel):
             data = {name: {} for name in data}
         if isinstance(data, dict):
             data = {name: self._use(name, use) for name, use in data.items()}
+            suite = COMPARE_SUITES.get(self.compare or "")
+            if suite and self.need(suite) and suite not in data:  # read by every run: gated, logged, versioned
+                data[suite] = self._use(suite, {})
         raw["data"] = data
         return raw
 

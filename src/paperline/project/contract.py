@@ -13,7 +13,7 @@ from typing import Protocol
 
 from paperline.core.config import ProjectConfig
 from paperline.core.errors import PaperlineError
-from paperline.project.card import MethodCard
+from paperline.project.card import SUITE_METRICS, MethodCard
 from paperline.project.interface import (
     ContractError,
     Evaluation,
@@ -121,8 +121,10 @@ def _config_problems(project: Project, name: str) -> list[str]:
         elif kind != use.kind:
             problems.append(f"config {name}: dataset '{dataset}' is read as '{use.kind}', the card says '{kind}'")
     declared = cfg.metric_names()
+    # A `compare: sts` card may also name the suite's metrics: the comparison measures them, not `evaluate`.
+    measured = declared | (set(SUITE_METRICS) if card.compare == "sts" else set())
     wanted = {card.primary_metric.name} | {r.metric for r in card.reference_results if r.config == name}
-    missing = sorted(wanted - declared)
+    missing = sorted(wanted - measured)
     if missing:
         problems.append(f"config {name}: Config.metric_names() does not include {', '.join(missing)} "
                         f"(the card's primary metric and reference results; it names: "

@@ -27,6 +27,7 @@ from typing import Any
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException
 
+from paperline.ops.registry.approvals import Approvals
 from paperline.ops.registry.manual_policy import PolicyView, policy_view
 from paperline.ops.registry.versions import (
     _MODELS_HINT,
@@ -52,7 +53,7 @@ from paperline.ops.tracking import tags
 __all__ = ["ModelRegistry", "PolicyRefusal", "RegistryError"]
 
 
-class ModelRegistry(VersionRegistration):
+class ModelRegistry(VersionRegistration, Approvals):
     """Register, promote and roll back model versions in MLflow, with an audit row for every alias change."""
 
     def __init__(self, client: Any, store: AuditStore, actor: str | None = None,

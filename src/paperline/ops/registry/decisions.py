@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from paperline.ops.compare.champion import Comparison
 from paperline.ops.registry.policy import Decision, Policy, decide
 from paperline.project.card import MethodCard
 from paperline.project.interface import UpstreamModel
@@ -30,7 +31,9 @@ def git_commit(root: Path) -> str:
 
 def reference_reproduced(card: MethodCard, config_name: str, metrics: dict[str, float]) -> bool | None:
     """Whether every reference result of the card for this config is within its tolerance; None if it has none."""
-    references = [r for r in card.reference_results if r.config == config_name and r.metric in metrics]
+    # a paper's number under another setup (`checked: false`) is shown beside ours, never reproduced
+    references = [r for r in card.reference_results
+                  if r.config == config_name and r.metric in metrics and getattr(r, "checked", True)]
     if not references:
         return None
     return all(abs(metrics[r.metric] - r.value) <= r.tolerance for r in references)
@@ -44,20 +47,23 @@ def champion_value(champion: Any | None, metric_name: str) -> float | None:
 
 
 def promotion_decision(policy: Policy, card: MethodCard, config_name: str, metrics: dict[str, float],
-                       version: str, champion: Any | None) -> Decision:
-    """The policy's verdict on a newly registered `version` against the current `champion` (a ModelVersion)."""
+                       version: str, champion: Any | None, comparison: Comparison | None = None) -> Decision:
+    """The policy's verdict on a newly registered `version` against the current `champion` (a ModelVersion), on
+    the numbers `comparison` measured of both in this run (None: a project the platform cannot re-score)."""
     metric = card.primary_metric
+    measured = {**(comparison.candidate if comparison is not None else {}), **metrics}  # and the suite's numbers
+    reproduced = reference_reproduced(card, config_name, measured)
     if champion is not None and str(champion.version) == str(version):
         # An unchanged rerun found its own version already champion: there is nothing to move.
         decision = decide(policy, gate_passed=True, metric_name=metric.name, candidate=metrics[metric.name],
                           champion=None, greater_is_better=metric.greater_is_better,
-                          reference_reproduced=reference_reproduced(card, config_name, metrics))
+                          reference_reproduced=reproduced)
         decision.promote = False
         decision.reasons.append(f"v{version} is already champion")
         return decision
     return decide(policy, gate_passed=True, metric_name=metric.name, candidate=metrics[metric.name],
                   champion=champion_value(champion, metric.name), greater_is_better=metric.greater_is_better,
-                  reference_reproduced=reference_reproduced(card, config_name, metrics))
+                  reference_reproduced=reproduced, comparison=comparison)
 
 
 def version_tags(card: MethodCard, cache_key: str, metrics: dict[str, float], lineage: dict[str, str]) -> dict:

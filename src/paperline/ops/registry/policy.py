@@ -9,6 +9,7 @@ registry module applies decisions.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import math
 import re
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any
 import yaml
 
 from paperline.core.errors import UsageError, yaml_problem
+from paperline.ops.compare.champion import Comparison
 
 
 class PolicyError(UsageError):
@@ -50,18 +52,58 @@ class GridCell:
 
 
 @dataclass(frozen=True)
+class Guard:
+    """A metric or slice that must not drop below the champion's, on the same rows, by more than ``max_drop``.
+
+    ``metric`` is a name of the comparison (`paperline.ops.compare`) or a shell-style pattern over them:
+    ``stsb_test_spearman.genre.*`` is a guard per STS-B genre, ``sts1?_spearman`` one per STS year.
+    """
+
+    metric: str
+    max_drop: float
+
+
+UNSCORED_CHAMPION = ("refuse", "recorded")
+
+
+@dataclass(frozen=True)
 class Policy:
     """One project's promotion rules; the defaults are the most permissive sane values."""
 
     require_gate_passed: bool = True
     min_primary_metric: float | None = None  # None: no floor
-    min_improvement: float = 0.0  # margin over the champion, in the metric's own units
+    # The lower bound of the paired bootstrap interval of (candidate - champion), both scored in this run on the
+    # same rows, must reach this margin, in the metric's own units.
+    min_improvement: float = 0.0
+    confidence: float = 0.95  # of that interval
+    bootstrap_resamples: int = 1000
+    guards: tuple[Guard, ...] = ()
+    # When the champion cannot be scored in this run: "refuse" keeps it, "recorded" compares with the number it
+    # was registered with (measured on other rows, perhaps another data version).
+    unscored_champion: str = "refuse"
+    require_approval: bool = False  # a passing candidate waits as challenger for a person's approve or reject
+    approval_timeout_s: float = 86400.0  # a pending approval nobody answers expires after this (champion stays)
     require_reference_reproduced: bool = False
     budgets: tuple[Budget, ...] = ()  # deployment budgets of elastic (layers x dims) models
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Policy)}
-_BOOL_FIELDS = {"require_gate_passed", "require_reference_reproduced"}
+_BOOL_FIELDS = {"require_gate_passed", "require_reference_reproduced", "require_approval"}
+
+
+def _check_guards(value: Any, where: str, path: Path) -> tuple[Guard, ...]:
+    example = "e.g. guards: [{metric: sts12_16_avg_spearman, max_drop: 0.5}]"
+    if not isinstance(value, list):
+        raise PolicyError(f"policy key 'guards' in {where} of {path} must be a list; {example}")
+    guards = []
+    for item in value:
+        drop = item.get("max_drop") if isinstance(item, dict) else None
+        if (not isinstance(item, dict) or set(item) != {"metric", "max_drop"} or not isinstance(item["metric"], str)
+                or not item["metric"] or isinstance(drop, bool) or not isinstance(drop, (int, float)) or drop < 0):
+            raise PolicyError(f"guard {item!r} in {where} of {path} must have exactly a metric (a name or pattern) "
+                              f"and max_drop (a number >= 0); {example}")
+        guards.append(Guard(item["metric"], float(drop)))
+    return tuple(guards)
 
 
 def _check_budgets(value: Any, where: str, path: Path) -> tuple[Budget, ...]:
@@ -130,6 +172,16 @@ def _check_values(values: Any, where: str, path: Path) -> dict[str, Any]:
             pass  # null: no floor
         elif key == "budgets":
             value = _check_budgets(value, where, path)
+        elif key == "guards":
+            value = _check_guards(value, where, path)
+        elif key == "unscored_champion":
+            if value not in UNSCORED_CHAMPION:
+                raise PolicyError(f"policy key 'unscored_champion' in {where} of {path} must be one of "
+                                  f"{', '.join(UNSCORED_CHAMPION)}, got {value!r}")
+        elif key == "bootstrap_resamples":
+            if isinstance(value, bool) or not isinstance(value, int) or not 100 <= value <= 100_000:
+                raise PolicyError(f"policy key 'bootstrap_resamples' in {where} of {path} must be an integer "
+                                  f"from 100 to 100000, got {value!r}")
         else:
             # bool is an int in Python: `min_improvement: yes` is a typo, not the number 1.
             if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -137,6 +189,11 @@ def _check_values(values: Any, where: str, path: Path) -> dict[str, Any]:
             value = float(value)
             if key == "min_improvement" and value < 0:
                 raise PolicyError(f"policy key 'min_improvement' in {where} of {path} must be >= 0, got {value}")
+            if key == "confidence" and not 0.5 <= value < 1:
+                raise PolicyError(f"policy key 'confidence' in {where} of {path} must be in [0.5, 1), got {value}")
+            if key == "approval_timeout_s" and value <= 0:
+                raise PolicyError(f"policy key 'approval_timeout_s' in {where} of {path} must be > 0 seconds, "
+                                  f"got {value}")
         checked[key] = value
     return checked
 
@@ -177,8 +234,15 @@ def decide(
     champion: float | None,
     greater_is_better: bool = True,
     reference_reproduced: bool | None = None,
+    comparison: Comparison | None = None,
 ) -> Decision:
-    """Apply each rule of ``policy``; promote only if every rule passes."""
+    """Apply each rule of ``policy``; promote only if every rule passes.
+
+    ``comparison`` holds both models scored in this run on the same rows: the margin reads its interval and the
+    guards its metrics. Without one (a project the platform cannot re-score), or when it could not score the
+    champion, ``champion`` (the number the champion was registered with) is used only if the policy says
+    ``unscored_champion: recorded``.
+    """
     sign = 1.0 if greater_is_better else -1.0
     results: list[tuple[bool, str]] = []
 
@@ -201,19 +265,8 @@ def decide(
         verdict = "passed" if ok else "failed"
         results.append((ok, f"floor: {verdict} ({metric_name} {candidate:g} {relation} {floor:g})"))
 
-    if champion is None or math.isnan(champion):
-        results.append((True, "margin: passed (no champion yet)" if champion is None
-                        else f"margin: passed (the champion has no {metric_name} value)"))
-    else:
-        improvement = sign * (candidate - champion)
-        # isclose: 80.1 - 80.0 is 0.0999999..., which must count as a 0.1 improvement.
-        ok = improvement >= policy.min_improvement or math.isclose(
-            improvement, policy.min_improvement, rel_tol=1e-9, abs_tol=1e-12
-        )
-        better = "higher" if greater_is_better else "lower"
-        results.append((ok, f"margin: {'passed' if ok else 'failed'} ({metric_name} {candidate:g} vs champion "
-                            f"{champion:g}: {improvement:+g} {'>=' if ok else '<'} {policy.min_improvement:+g}, "
-                            f"{better} is better)"))
+    results.append(_margin(policy, metric_name, candidate, champion, sign, comparison))
+    results.extend(_guards(policy, sign, comparison))
 
     seen = {True: "reproduced", False: "not reproduced", None: "not checked"}[reference_reproduced]
     if reference_reproduced:
@@ -223,6 +276,7 @@ def decide(
     else:
         results.append((True, f"reference result: passed (not required; {seen})"))
 
+    interval = comparison.intervals.get(metric_name) if comparison is not None else None
     return Decision(
         promote=all(ok for ok, _ in results),
         reasons=[line for _, line in results],
@@ -233,6 +287,71 @@ def decide(
             "greater_is_better": greater_is_better,
             "gate_passed": gate_passed,
             "reference_reproduced": reference_reproduced,
-            "policy": {**dataclasses.asdict(policy), "budgets": [dataclasses.asdict(b) for b in policy.budgets]},
+            "interval": interval.to_dict() if interval else None,
+            "champion_version": comparison.champion_version if comparison is not None else None,
+            "policy": {**dataclasses.asdict(policy), "budgets": [dataclasses.asdict(b) for b in policy.budgets],
+                       "guards": [dataclasses.asdict(g) for g in policy.guards]},
         },
     )
+
+
+def _margin(policy: Policy, metric_name: str, candidate: float, champion: float | None, sign: float,
+            comparison: Comparison | None) -> tuple[bool, str]:
+    margin = policy.min_improvement
+    better = "higher" if sign > 0 else "lower"
+    if comparison is not None and comparison.champion_version is None:
+        return True, "margin: passed (no champion yet)"
+    if comparison is not None and comparison.scored:
+        interval = comparison.intervals[metric_name]
+        # The bound on the side that must clear the margin: the low end when higher is better.
+        bound = interval.low if sign > 0 else -interval.high
+        ok = bound >= margin or math.isclose(bound, margin, rel_tol=1e-9, abs_tol=1e-12)
+        said = (f"{metric_name} {comparison.candidate[metric_name]:.2f} vs champion v{comparison.champion_version} "
+                f"{comparison.champion[metric_name]:.2f} on the same rows: {interval.text()}")
+        if ok:
+            return True, f"margin: passed ({said}; the interval clears the margin {margin:g}, {better} is better)"
+        noise = " within noise" if interval.low <= 0 <= interval.high else " below the margin"
+        return False, (f"margin: failed ({said}; the interval does not clear the margin {margin:g},{noise}; "
+                       f"{better} is better)")
+    if comparison is None and champion is None:
+        return True, "margin: passed (no champion yet)"
+    why = comparison.unscored if comparison is not None else "this project has no comparison on the same rows"
+    if policy.unscored_champion == "refuse":
+        return False, (f"margin: failed (the champion was not scored in this run: {why}; the policy "
+                       "(unscored_champion: refuse) does not compare with a number measured on other rows)")
+    if champion is None or math.isnan(champion):
+        return True, f"margin: passed (the champion has no recorded {metric_name}; {why})"
+    improvement = sign * (candidate - champion)
+    # isclose: 80.1 - 80.0 is 0.0999999..., which must count as a 0.1 improvement.
+    ok = improvement >= margin or math.isclose(improvement, margin, rel_tol=1e-9, abs_tol=1e-12)
+    return ok, (f"margin: {'passed' if ok else 'failed'} ({metric_name} {candidate:g} vs the champion's recorded "
+                f"{champion:g} (unscored_champion: recorded; {why}): {improvement:+g} {'>=' if ok else '<'} "
+                f"{margin:+g}, {better} is better)")
+
+
+def _guards(policy: Policy, sign: float, comparison: Comparison | None) -> list[tuple[bool, str]]:
+    """One line per guard with its verdict: the metrics it matched that dropped too far (failed), else how many it
+    matched and the closest call (passed), or that it matched nothing this run measured."""
+    if not policy.guards:
+        return []
+    if comparison is None or not comparison.scored:
+        return [(True, "guards: not checked (no champion scored on the same rows)")]
+    out = []
+    for guard in policy.guards:
+        names = [n for n in sorted(comparison.champion) if fnmatch.fnmatchcase(n, guard.metric)
+                 and n in comparison.candidate and n != comparison.primary_metric]
+        if not names:
+            out.append((True, f"guard {guard.metric}: not measured for this model"))
+            continue
+        changes = {n: sign * (comparison.candidate[n] - comparison.champion[n]) for n in names}
+        said = {n: f"{n} {comparison.candidate[n]:.2f} vs champion {comparison.champion[n]:.2f} ({changes[n]:+.2f})"
+                for n in names}
+        dropped = [n for n in names if changes[n] < -guard.max_drop]
+        if dropped:
+            out.append((False, f"guard {guard.metric}: failed, max drop {guard.max_drop:g} "
+                               f"({'; '.join(said[n] for n in dropped)})"))
+        else:
+            closest = min(names, key=changes.get)
+            out.append((True, f"guard {guard.metric}: passed, max drop {guard.max_drop:g} ({len(names)} "
+                              f"measured; closest {said[closest]})"))
+    return out

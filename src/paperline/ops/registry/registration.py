@@ -113,6 +113,15 @@ class VersionRegistration:
             raise
         return version
 
+    def set_version_tags(self, name: str, version: str, values: dict[str, str]) -> None:
+        """Tags on an existing version (a rerun's comparison with the current champion)."""
+        for key, value in values.items():
+            self.client.set_model_version_tag(name, version, key, str(value))
+
+    def describe_version(self, name: str, version: str, markdown: str) -> None:
+        """The version's description in the registry (its model card): the MLflow UI renders it as markdown."""
+        self.client.update_model_version(name, version, description=markdown)
+
     def _link_logged_model(self, model_id: str | None, name: str, version: str, link: bool = True,
                            error: BaseException | None = None) -> None:
         """Add (or take back) ``name`` v``version`` in the logged model's ``mlflow.modelVersions`` tag: what MLflow's

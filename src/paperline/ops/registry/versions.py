@@ -107,3 +107,58 @@ def _required_reason(reason: str | None, what: str) -> str:
     return reason.strip()
 
 
+
+
+# The trend's bar: eight heights, so a column of versions reads as a chart in a terminal.
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+@dataclass
+class TrendRow:
+    """One version in `paperline models history`'s trend: its numbers as registered and how it compared."""
+
+    version: str
+    created: str
+    dataset: str
+    primary: float | None
+    suite_average: float | None
+    compared: str
+    aliases: str
+    approval: str
+    bar: str = ""
+
+
+def metric_trend(versions: list[ModelVersion], aliases: dict[str, str]) -> tuple[str | None, list[TrendRow]]:
+    """(primary metric, one row per version, oldest first): the primary metric each version was registered with,
+    its STS 2012-2016 average, the interval of its comparison with the champion of its day, and a bar scaled from
+    the lowest to the highest value, the history MLflow's registry page does not chart."""
+    import datetime
+
+    ordered = sorted(versions, key=lambda v: int(v.version))
+    metric = next((v.tags.get(tags.PRIMARY_METRIC) for v in reversed(ordered) if v.tags.get(tags.PRIMARY_METRIC)), None)
+    by_version: dict[str, list[str]] = {}
+    for alias, version in aliases.items():
+        by_version.setdefault(str(version), []).append(alias)
+    rows = []
+    for v in ordered:
+        values = version_metrics(v)
+        compared = v.tags.get(tags.COMPARED_WITH)
+        interval = v.tags.get(tags.COMPARE_INTERVAL, "")
+        rows.append(TrendRow(
+            version=str(v.version),
+            created=datetime.datetime.fromtimestamp(v.creation_timestamp / 1000, datetime.UTC).strftime(
+                "%Y-%m-%d %H:%M"),
+            dataset=(v.tags.get(tags.DATASET_MD5) or "-")[:8],
+            primary=values.get(metric) if metric else None,
+            suite_average=values.get("sts12_16_avg_spearman"),
+            compared=("-" if compared is None else "no champion" if compared == "none" else
+                      f"vs v{compared}: {interval.split(' (')[0]}" if interval else f"vs v{compared}"),
+            aliases=", ".join(sorted(by_version.get(str(v.version), []))) or "-",
+            approval=v.tags.get(tags.APPROVAL, "-")))
+    known = [r.primary for r in rows if r.primary is not None]
+    low, high = (min(known), max(known)) if known else (0.0, 0.0)
+    for row in rows:
+        if row.primary is not None:
+            step = 0 if high == low else round((row.primary - low) / (high - low) * (len(_BARS) - 1))
+            row.bar = _BARS[step]
+    return metric, rows

@@ -47,6 +47,10 @@ class RunSummary:
     is_champion: bool = False  # after the run: whether this run's version holds `champion`
     budget_aliases: dict[str, str] = field(default_factory=dict)  # alias -> the (layers x dims) cell it serves
     decision: list[str] = field(default_factory=list)
+    comparison: list[str] = field(default_factory=list)  # the champion on the same rows: interval, guards, suite
+    # with the policy's require_approval: pending (the run waits), approved by ..., rejected by ..., expired ...
+    approval: str | None = None
+    model_card: str = ""  # the version's markdown card (paperline.ops.runs.model_card), once registered
     mlflow_run_id: str | None = None
     mlflow_experiment_id: str | None = None
     flow_run_id: str | None = None
@@ -83,7 +87,10 @@ class RunSummary:
             out.append(f"  model: {self.model_name} v{self.model_version}, alias {alias}")
             out.extend(f"  budget alias: {a} -> {cell}" for a, cell in sorted(self.budget_aliases.items()))
             out.append(f"  load it: {' or '.join(self.model_uris())}")
+        out.extend(f"  compared: {line}" for line in self.comparison)
         out.extend(f"  policy: {reason}" for reason in self.decision)
+        if self.approval:
+            out.append(f"  approval: {self.approval}")
         if self.cache_hit:
             out.append("  training and evaluation: cached (unchanged code, config and data)")
         out.append(f"  data: {self.dataset_md5}")

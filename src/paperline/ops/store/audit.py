@@ -28,7 +28,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from paperline.core.errors import PaperlineError
 from paperline.ops.store.tables import AliasEventRow, Base, GatedRowsRow, LineageRow, create_tables
 
-ACTIONS = ("auto-promote", "register", "promote", "rollback")
+# approve: a person answered a pending approval (paperline.ops.registry.approvals); the actor is that person
+ACTIONS = ("auto-promote", "register", "promote", "rollback", "approve")
 LINEAGE_STATUSES = ("running", "registered", "gate-failed", "failed", "interrupted", "cached")
 
 

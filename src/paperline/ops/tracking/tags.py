@@ -28,6 +28,16 @@ TRAIN_NOTE_PREFIX = "train."  # + a training note (device, precision, a chosen s
 PRIMARY_METRIC = "paperline.primary_metric"
 LOWER_IS_BETTER = "paperline.lower_is_better"  # set only on versions whose primary metric is a loss
 METRIC_PREFIX = "paperline.metric."  # + the metric's name: its value at registration
+# the comparison with the champion on the same rows (paperline.ops.compare), on the run and on the version
+COMPARED_WITH = "paperline.compare.champion_version"  # the champion version scored in this run ("none": no champion)
+COMPARE_INTERVAL = "paperline.compare.interval"  # "low..high" of candidate - champion, with confidence and resamples
+COMPARE_VERDICT = "paperline.compare.verdict"  # the margin rule's line
+TRAINED_ON = "paperline.trained_on"  # dataset:split pairs whose rows trained the model (contamination check)
+# approval of a promotion by a person (policy key require_approval; paperline_flows.approval)
+APPROVAL = "paperline.approval"  # pending | approved | rejected | expired
+APPROVAL_FLOW_RUN = "paperline.approval.flow_run_id"  # the paused flow run that waits for the answer
+APPROVAL_BY = "paperline.approval.by"
+APPROVAL_REASON = "paperline.approval.reason"
 
 # sweeps: the parent run and its trials (flows/sweep.py)
 SWEEP = "paperline.sweep"  # parent | trial
