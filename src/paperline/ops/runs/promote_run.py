@@ -84,7 +84,7 @@ def register_and_promote(registry: ModelRegistry, policy: Policy, card: MethodCa
     comparison = None
     if plan is not None:
         comparison = compare_with_champion(registry, policy, card, plan, model_uri, cache_key, name)
-        tracking.log_metrics(comparison.run_metrics())
+        tracking.log_run_metrics(comparison.run_metrics())
         tracking.log_text(json.dumps(comparison.to_dict(), indent=1, sort_keys=True), "comparison.json")
         summary.comparison = comparison.lines()
     compared_tags = comparison_tags(comparison, plan)

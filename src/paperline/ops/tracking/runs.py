@@ -192,6 +192,21 @@ def log_metrics(values: dict[str, float]) -> None:
         mlflow.log_metrics(values)
 
 
+def log_run_metrics(values: dict[str, float]) -> None:
+    """Metrics of the active run that are not its model's (the champion's numbers, the differences): MLflow 3's
+    fluent `log_metrics` would link them to the run's logged model, whose page would then list the champion's
+    numbers as the candidate's."""
+    import time
+
+    import mlflow
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    with access("log the run's metrics"):
+        mlflow.MlflowClient().log_batch(mlflow.active_run().info.run_id,
+                                        metrics=[Metric(k, float(v), now, 0) for k, v in values.items()])
+
+
 def log_config(cfg, upstream: dict | None = None) -> None:
     """The resolved config, flattened to `section.key` params, and the version of every upstream model."""
     from paperline.core.config import flatten
