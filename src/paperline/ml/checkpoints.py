@@ -27,6 +27,10 @@ LOSS_STATE = "loss.safetensors"  # a loss's own trainable weights, beside the tr
 # sha256 of every file of a checkpoint, written last: a checkpoint without it is a save that a kill cut short, and
 # a file whose bytes changed since (a disk error, a partial overwrite with the header intact) is found before use.
 MANIFEST = "paperline-manifest.json"
+# Not in the manifest: the model card sentence-transformers writes into each save. It describes, never loads, and
+# under torchrun a rank other than 0 may write it again after rank 0 wrote the manifest (a 2-rank test saw its
+# bytes change), which made a sound checkpoint look corrupted.
+UNCHECKED = {"README.md"}
 
 
 def last_checkpoint(output_dir: Path, required: tuple[str, ...] = (), remove_incomplete: bool = True) -> Path | None:
@@ -56,7 +60,7 @@ def last_checkpoint(output_dir: Path, required: tuple[str, ...] = (), remove_inc
 def write_manifest(folder: Path) -> None:
     """Record the sha256 of every file in a checkpoint folder (atomically: the manifest appears whole)."""
     files = {str(f.relative_to(folder)): _sha256(f) for f in sorted(folder.rglob("*"))
-             if f.is_file() and f.name != MANIFEST}
+             if f.is_file() and f.name != MANIFEST and f.name not in UNCHECKED}
     partial = folder / f".{MANIFEST}.partial"
     partial.write_text(json.dumps({"sha256": files}, indent=1))
     partial.rename(folder / MANIFEST)
@@ -82,6 +86,8 @@ def check_checkpoint(path: Path) -> None:
         except (OSError, ValueError, KeyError) as exc:
             raise CheckpointError(f"checkpoint {path} is corrupted ({MANIFEST}: {exc}); {hint}") from None
         for name, digest in recorded.items():
+            if Path(name).name in UNCHECKED:  # a manifest written before it was left out
+                continue
             if not (path / name).is_file() or _sha256(path / name) != digest:
                 raise CheckpointError(f"checkpoint {path} is corrupted ({name} differs from the sha256 its manifest "
                                       f"recorded when it was saved); {hint}")
