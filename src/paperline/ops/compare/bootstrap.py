@@ -7,7 +7,8 @@ indices with replacement, computes Spearman x 100 of each model's scores against
 and keeps the difference. The interval is the percentile interval of the differences. Row noise only: the spread
 of a method over training seeds is another source of noise, which the policy's margin (`min_improvement`) covers.
 
-Numpy and scipy only, vectorised over resamples in blocks, so 1,000 resamples of 12,544 rows take about a second.
+Numpy and scipy only, vectorised over resamples in blocks: 1,000 resamples took 0.7 s for 1,379 rows and 7 s for
+12,544 rows on a shared 2-core CPU.
 """
 
 from __future__ import annotations
@@ -49,11 +50,18 @@ def _ranks(values: np.ndarray) -> np.ndarray:
     return rankdata(values, axis=1, method="average")
 
 
+def _centred_ranks(values: np.ndarray) -> np.ndarray:
+    ranks = _ranks(values)
+    return ranks - ranks.mean(1, keepdims=True)
+
+
 def _spearman_rows(predicted: np.ndarray, gold: np.ndarray) -> np.ndarray:
     """Spearman x 100 of each row of `predicted` against the same row of `gold` (2-D arrays)."""
-    a, b = _ranks(predicted), _ranks(gold)
-    a -= a.mean(1, keepdims=True)
-    b -= b.mean(1, keepdims=True)
+    return _correlation(_centred_ranks(predicted), _centred_ranks(gold))
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson x 100 per row of centred ranks: Spearman."""
     denominator = np.sqrt((a * a).sum(1) * (b * b).sum(1))
     with np.errstate(invalid="ignore", divide="ignore"):
         return 100.0 * (a * b).sum(1) / denominator  # NaN where a resample has constant scores
@@ -75,7 +83,9 @@ def paired_difference(candidate, champion, gold, *, resamples: int = 1000, confi
     differences = []
     for start in range(0, resamples, BLOCK):
         rows = rng.integers(0, len(gold), size=(min(BLOCK, resamples - start), len(gold)))
-        differences.append(_spearman_rows(candidate[rows], gold[rows]) - _spearman_rows(champion[rows], gold[rows]))
+        gold_ranks = _centred_ranks(gold[rows])  # once per block, for both models
+        differences.append(_correlation(_centred_ranks(candidate[rows]), gold_ranks)
+                           - _correlation(_centred_ranks(champion[rows]), gold_ranks))
     spread = np.concatenate(differences)
     spread = spread[~np.isnan(spread)]
     tail = (1.0 - confidence) / 2.0 * 100.0

@@ -32,6 +32,8 @@ PAIR_COLUMNS = {"scored_pairs": ("sentence1", "sentence2"), "nli_pairs": ("premi
 # Kinds that are also evaluated on: only their `train` split trains (dev selects, test scores). The others are
 # training data in every split a config reads (SNLI's dev and test are the NLI training data here).
 EVALUATED_KINDS = {"scored_pairs"}
+# The kinds of the pair datasets of the team's data: a champion's `trained_on` may name one this config does not read.
+PAIR_DATASETS = {"stsb": "scored_pairs", "snli": "nli_pairs"}
 
 
 def pair_key(first: str, second: str) -> tuple[str, str]:
@@ -66,14 +68,6 @@ class ComparisonRows:
     metrics: dict[str, list[int]]
     removed: dict[str, int]
     trained_on: list[str]
-
-    def lines(self) -> list[str]:
-        kept = {year: len(self.metrics.get(f"{year}_spearman", [])) for year in SUITE_YEARS}
-        if not any(kept.values()):
-            return []
-        counts = ", ".join(f"{year} {kept[year]} kept / {self.removed.get(year, 0)} removed" for year in SUITE_YEARS)
-        seen = ", ".join(self.trained_on) or "nothing recorded"
-        return [f"suite rows (STS 2012-2016, pairs trained on left out; trained on {seen}): {counts}"]
 
 
 def _frame(path: Path):
@@ -155,7 +149,7 @@ class ComparisonPlan:
         registered before paperline recorded it is taken to have trained on what the candidate did)."""
         seen = sorted(set(self.trained_on) | set(champion_trained_on or []))
         return comparison_rows(self.data_dir, primary_metric, self.dataset, self.split, self.max_rows, seen,
-                               {**self.kinds, "stsb": "scored_pairs", "snli": "nli_pairs"})
+                               {**PAIR_DATASETS, **self.kinds})
 
 
 def trained_on(data: dict[str, tuple[str, list[str]]], evaluated: tuple[str, str]) -> tuple[str, ...]:
@@ -177,7 +171,7 @@ def contamination_notes(plan: ComparisonPlan) -> list[str]:
     if not (plan.data_dir / SUITE_DATASET / "test.tsv").is_file():
         return []
     rows = comparison_rows(plan.data_dir, "primary", plan.dataset, plan.split, None, list(plan.trained_on),
-                           {**plan.kinds, "stsb": "scored_pairs", "snli": "nli_pairs"})
+                           {**PAIR_DATASETS, **plan.kinds})
     total = sum(rows.removed.values())
     by_year = ", ".join(f"{year} {count}" for year, count in rows.removed.items())
     seen = ", ".join(plan.trained_on) or "no pair dataset"

@@ -33,7 +33,7 @@ def reference_reproduced(card: MethodCard, config_name: str, metrics: dict[str, 
     """Whether every reference result of the card for this config is within its tolerance; None if it has none."""
     # a paper's number under another setup (`checked: false`) is shown beside ours, never reproduced
     references = [r for r in card.reference_results
-                  if r.config == config_name and r.metric in metrics and getattr(r, "checked", True)]
+                  if r.config == config_name and r.metric in metrics and r.checked]
     if not references:
         return None
     return all(abs(metrics[r.metric] - r.value) <= r.tolerance for r in references)

@@ -16,6 +16,7 @@ from paperline.ops.compare.suite import ComparisonPlan
 from paperline.ops.registry.aliases import ModelRegistry
 from paperline.ops.registry.decisions import Lineage, promotion_decision, version_tags
 from paperline.ops.registry.policy import Policy
+from paperline.ops.registry.versions import CHAMPION
 from paperline.ops.runs.model_card import model_card
 from paperline.ops.runs.summary import RunSummary
 from paperline.ops.tracking import runs as tracking
@@ -29,7 +30,7 @@ log = logging.getLogger("paperline")
 def compare_with_champion(registry: ModelRegistry, policy: Policy, card: MethodCard, plan: ComparisonPlan,
                           model_uri: str, cache_key: str, name: str) -> Comparison:
     """The candidate at `model_uri` and `name`'s champion (if any), scored on the same rows."""
-    champion = registry.champion(name) if "champion" in registry.aliases(name) else None  # {}: no model yet
+    champion = registry.champion(name) if CHAMPION in registry.aliases(name) else None  # {}: no model yet
     champion_trained_on = None
     if champion is not None and champion.tags.get(tags.TRAINED_ON) is not None:
         champion_trained_on = [s for s in champion.tags[tags.TRAINED_ON].split(",") if s]

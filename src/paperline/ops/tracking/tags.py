@@ -31,7 +31,6 @@ METRIC_PREFIX = "paperline.metric."  # + the metric's name: its value at registr
 # the comparison with the champion on the same rows (paperline.ops.compare), on the run and on the version
 COMPARED_WITH = "paperline.compare.champion_version"  # the champion version scored in this run ("none": no champion)
 COMPARE_INTERVAL = "paperline.compare.interval"  # "low..high" of candidate - champion, with confidence and resamples
-COMPARE_VERDICT = "paperline.compare.verdict"  # the margin rule's line
 TRAINED_ON = "paperline.trained_on"  # dataset:split pairs whose rows trained the model (contamination check)
 # approval of a promotion by a person (policy key require_approval; paperline_flows.approval)
 APPROVAL = "paperline.approval"  # pending | approved | rejected | expired
