@@ -37,7 +37,7 @@ from paperline.data.datasets import DataVersion, DatasetRef, dataset_ref, remote
 from paperline.data.quality import gate_files
 from paperline.data.quality_report import GateOutcome
 from paperline.ops.cache.keys import cache_key, gate_cache_key
-from paperline.ops.compare.suite import ComparisonPlan, contamination_notes, trained_on
+from paperline.ops.compare.suite import PRIMARY_SPLIT, ComparisonPlan, contamination_notes, trained_on
 from paperline.ops.registry import upstream
 from paperline.ops.registry.aliases import ModelRegistry
 from paperline.ops.registry.decisions import Lineage, git_commit
@@ -111,7 +111,7 @@ class RunPlan:
         as the run's own evaluation is, and what this config trains on; None where the card names no comparison."""
         if self.project.card.compare != "sts":
             return None
-        evaluated = ("stsb", "test")
+        evaluated = PRIMARY_SPLIT
         reads = {name: (use.kind, list(use.splits)) for name, use in self.cfg.data.items()}
         return ComparisonPlan(
             data_dir=self.version.path, dataset=evaluated[0], split=evaluated[1],

@@ -24,6 +24,7 @@ from pathlib import Path
 from paperline.project.card import COMPARE_SUITES, SUITE_METRICS
 
 SUITE_DATASET = COMPARE_SUITES["sts"]
+PRIMARY_SPLIT = ("stsb", "test")  # the `sts` comparison's primary rows: every STS card's primary metric is on them
 *_YEAR_METRICS, SUITE_AVERAGE = SUITE_METRICS  # the card's names: sts12_spearman .. sts16_spearman, then the mean
 SUITE_YEARS = tuple(name.removesuffix("_spearman") for name in _YEAR_METRICS)
 MIN_SLICE_ROWS = 30  # a slice smaller than this is not reported: its Spearman is noise
