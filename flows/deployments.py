@@ -27,9 +27,11 @@ from paperline.ops.services.deployment_specs import (
     full_name,
     load_pools,
     pick_for_pool,
+    projects_pool,
     select,
     write_deployment_file,
 )
+from paperline.ops.production.triggers import DEFAULT_RETRAIN_CONFIG, add_triggers
 from paperline.project.discovery import discover
 
 
@@ -77,31 +79,93 @@ def ensure_pool(client, spec: PoolSpec, update: bool = False) -> str:
     try:
         existing = client.read_work_pool(spec.name)
     except ObjectNotFound:
-        client.create_work_pool(WorkPoolCreate(name=spec.name, type=spec.type, base_job_template=template))
+        client.create_work_pool(WorkPoolCreate(name=spec.name, type=spec.type, base_job_template=template,
+                                               concurrency_limit=spec.concurrency_limit))
         return "created"
     if existing.type != spec.type:
         raise DeploymentError(f"work pool '{spec.name}' exists with type {existing.type}, not {spec.type}; "
                               "delete it (`prefect work-pool delete`) or rename the pool in infra/")
     if update:
-        client.update_work_pool(spec.name, WorkPoolUpdate(base_job_template=template))
+        client.update_work_pool(spec.name, WorkPoolUpdate(base_job_template=template,
+                                                          concurrency_limit=spec.concurrency_limit))
         return "updated"
     return "exists"
 
 
-def deploy(root: Path, pool: str | None = None, update_pools: bool = False, echo=print) -> list[str]:
-    """Create the pools the chosen deployments need, then `prefect deploy` them; returns their full names."""
+def keep_schedule_state(client, deployments: list[dict], echo=print) -> list[dict]:
+    """The deployments with each schedule's `active` taken from the server where that deployment and schedule
+    already exist: a schedule someone switched on (or off) in the dashboard stays so across `paperline deploy`.
+
+    `prefect deploy` sends every schedule with the `active` written in the YAML, so without this a redeploy
+    switches a schedule turned on in the dashboard off again (Prefect issues #14973, #17538). The YAML's `active`
+    is the state of a *new* schedule. A schedule is the same one when its `slug` matches (infra/prefect.yaml gives
+    every schedule one), else when its cron, interval or rrule and time zone do.
+    """
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    names = [d["name"] for d in deployments if d.get("schedules")]
+    if not names:
+        return deployments
+    server = {d.name: d for d in client.read_deployments(
+        deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=names)))}
+    out = []
+    for deployment in deployments:
+        existing = server.get(deployment["name"])
+        if existing is None or not deployment.get("schedules"):
+            out.append(deployment)
+            continue
+        schedules = []
+        for written in deployment["schedules"]:
+            match = next((s for s in existing.schedules if _same_schedule(written, s)), None)
+            if match is not None and match.active != written.get("active", True):
+                echo(f"deployment {deployment['name']}: schedule {written.get('slug') or _schedule_text(written)} "
+                     f"kept {'on' if match.active else 'off'}, as set on the server")
+                written = {**written, "active": match.active}
+            schedules.append(written)
+        out.append({**deployment, "schedules": schedules})
+    return out
+
+
+def _schedule_text(written: dict) -> str:
+    return str(written.get("cron") or written.get("interval") or written.get("rrule"))
+
+
+def _same_schedule(written: dict, on_server) -> bool:
+    if written.get("slug") and on_server.slug:
+        return written["slug"] == on_server.slug
+    schedule = on_server.schedule
+    timezone = getattr(schedule, "timezone", None) or "UTC"
+    if (written.get("timezone") or "UTC") != timezone:
+        return False
+    if "cron" in written:
+        return getattr(schedule, "cron", None) == written["cron"]
+    if "interval" in written:
+        interval = getattr(schedule, "interval", None)
+        return interval is not None and interval.total_seconds() == float(written["interval"])
+    return getattr(schedule, "rrule", None) == written.get("rrule")
+
+
+def deploy(root: Path, pool: str | None = None, update_pools: bool = False, echo=print,
+           retrain_config: str = DEFAULT_RETRAIN_CONFIG) -> list[str]:
+    """Create the pools the chosen deployments need, then `prefect deploy` them; returns their full names.
+    Idempotent: a second deploy of the same checkout leaves the server as the first left it, schedules switched
+    on or off in the dashboard included (`keep_schedule_state`); triggers are replaced, not added twice."""
     from prefect.client.orchestration import get_client
 
     settings = Settings.from_env(root)
     known = load_pools(root)
-    spec, skipped = deployment_file(root, discover(settings.projects_dir), known)
+    projects = discover(settings.projects_dir)
+    spec, skipped = deployment_file(root, projects, known)
     for name in skipped:
         echo(f"project {name}: not deployed, its project.yaml does not validate (see `paperline ls`)")
+    spec = add_triggers(spec, projects, settings.projects_dir, projects_pool(known), retrain_config)
     chosen, pools = select(spec["deployments"], known, pool)
     with get_client(sync_client=True) as client:
         for needed in pools:
             done = ensure_pool(client, needed, update_pools)
             echo(f"work pool {needed.name} ({needed.type}): {done}")
+        kept = {d["name"]: d for d in keep_schedule_state(client, chosen, echo)}
+    spec = {**spec, "deployments": [kept.get(d["name"], d) for d in spec["deployments"]]}
     path = write_deployment_file(settings.workspace, spec)
     command = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--prefect-file", str(path)]
     command += ["--all"] if pool is None else [arg for d in chosen for arg in ("--name", d["name"])]

@@ -24,6 +24,7 @@ from paperline.core.settings import Settings
 from paperline.ops.tracking.client import connect
 from paperline.ops.registry.aliases import ModelRegistry, PolicyRefusal
 from paperline.ops.store.audit import AuditStore
+from paperline_flows import events
 
 
 def _actor() -> str:
@@ -95,6 +96,8 @@ def promote_model(model_name: str, version: str, reason: str, force: bool = Fals
             f"champion v{event.previous_version or '-'} -> v{event.new_version}")
     get_run_logger().info(f"{model_name}: champion v{event.previous_version or '-'} -> v{event.new_version} "
                           f"({event.actor})")
+    events.champion_moved(events.PROMOTED, model_name, event.new_version, event.previous_version, event.actor,
+                          event.reason)
     return f"v{event.new_version}"
 
 
@@ -120,6 +123,8 @@ def rollback_model(model_name: str, reason: str):
     _report(registry, model_name, title, before, event.reason, (event.details or {}).get("policy"),
             f"champion v{event.previous_version} -> v{event.new_version}")
     get_run_logger().info(f"{model_name}: champion v{event.previous_version} -> v{event.new_version} ({event.actor})")
+    events.champion_moved(events.ROLLED_BACK, model_name, event.new_version, event.previous_version, event.actor,
+                          event.reason)
     return f"v{event.new_version}"
 
 

@@ -56,6 +56,19 @@ def _client(env):
     return _Client()
 
 
+def start_worker(workspace, pool: str, tmp_path):
+    """A real process worker of `pool`, started elsewhere (tmp_path/worker) without PAPERLINE_ROOT, polling every
+    2 s: (its environment, the process, its log). The caller stops it with `_stop` in a `finally`."""
+    env = {k: v for k, v in workspace.env.items() if k != "PAPERLINE_ROOT"} | {"PREFECT_WORKER_QUERY_SECONDS": "2"}
+    (tmp_path / "worker").mkdir()
+    log = tmp_path / "worker.log"
+    with log.open("w") as out:
+        worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process"],
+                                  cwd=tmp_path / "worker", env=env, stdout=out, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    return env, worker, log
+
+
 def _stop(worker: subprocess.Popen) -> None:
     for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
         try:
@@ -103,14 +116,7 @@ def test_a_worker_runs_a_deployment_from_the_cli_runs_cache_and_a_missing_checko
             pull_steps=[{"paperline_flows.deployments.enter_checkout": {"directory": str(missing)}}])
         gone_run = client.create_flow_run_from_deployment(gone).id
 
-    # A real worker, started elsewhere without PAPERLINE_ROOT, for a bounded time; stopped at the end.
-    env = {k: v for k, v in workspace.env.items() if k != "PAPERLINE_ROOT"} | {"PREFECT_WORKER_QUERY_SECONDS": "2"}
-    (tmp_path / "worker").mkdir()
-    log = tmp_path / "worker.log"
-    with log.open("w") as out:
-        worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process"],
-                                  cwd=tmp_path / "worker", env=env, stdout=out, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+    env, worker, log = start_worker(workspace, POOL, tmp_path)
     try:
         started = subprocess.run([str(BIN / "prefect"), "deployment", "run", "paperline-run/sbert-sts-smoke"],
                                  cwd=tmp_path / "worker", env=env, capture_output=True, text=True, timeout=120,

@@ -26,6 +26,8 @@ from paperline.cli.models import (
     cmd_rollback,
     task_names,
 )
+from paperline.cli.production import add_commands as add_production_commands
+from paperline.cli.production import cmd_data_watch
 from paperline.cli.runs import cmd_deploy, cmd_ls, cmd_new, cmd_run, cmd_sweep
 from paperline.cli.services import cmd_notify, cmd_server_stop, cmd_ui
 from paperline.core.errors import PaperlineError
@@ -58,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--pool", metavar="NAME", help="only the deployments of this work pool (default: all)")
     deploy.add_argument("--update-pools", action="store_true",
                         help="send the templates in infra/pools/ to pools that exist already")
+    deploy.add_argument("--retrain-config", metavar="CONFIG", default="default",
+                        help="the config whose deployment a trigger runs: a new data version of a dataset a project "
+                             "reads, or a new champion of a model it consumes, retrains that project with this "
+                             "config (default: default)")
     deploy.set_defaults(func=cmd_deploy)
 
     sweep = sub.add_parser("sweep", help="run trials of a key=a,b,c grid through a Prefect task runner; register "
@@ -79,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("--force", action="store_true", help="overwrite local changes in data/")
     pull.set_defaults(func=cmd_data_pull)
     data.add_parser("status", help="the data version and whether data/ matches it").set_defaults(func=cmd_data_status)
+    watch = data.add_parser("watch", help="look for a new data version (data.dvc), gate the datasets it changed and "
+                            "emit an event for each, which retrains the projects that read it (their deployments' "
+                            "triggers)")
+    watch.set_defaults(func=cmd_data_watch)
     validate = data.add_parser("validate", help="run the data gate on every dataset in data/")
     validate.add_argument("--report", help="write the full markdown report to this file")
     validate.set_defaults(func=cmd_data_validate)
@@ -145,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the automation (default: infra/automations/notify-webhook.yaml, relative to the "
                              "repository)")
     notify.set_defaults(func=cmd_notify)
+    add_production_commands(sub)
     sub.add_parser("ui", help="how to open the Prefect dashboard and the MLflow UI").set_defaults(func=cmd_ui)
     server = sub.add_parser("server", help="the workspace's local Prefect server").add_subparsers(
         dest="server_command", required=True)

@@ -107,6 +107,7 @@ def cmd_promote(args) -> int:
     event = open_registry().promote(args.name, str(args.version), args.reason, force=args.force)
     print(f"{args.name}: champion v{event.previous_version or '-'} -> v{event.new_version} ({event.actor})")
     print_policy_lines(event)
+    announce_champion_move(event, rolled_back=False)
     return 0
 
 
@@ -114,7 +115,26 @@ def cmd_rollback(args) -> int:
     event = open_registry().rollback(args.name, args.reason)
     print(f"{args.name}: champion v{event.previous_version} -> v{event.new_version} ({event.actor})")
     print_policy_lines(event)
+    announce_champion_move(event, rolled_back=True)
     return 0
+
+
+def announce_champion_move(event, rolled_back: bool) -> None:
+    """Send the champion move as a Prefect event (what downstream deployments are triggered by), when a Prefect
+    API is up: the team's (PREFECT_API_URL) or the workspace's running local server. A command does not start a
+    server just to say so: without one, a line says that nothing downstream heard of it."""
+    from paperline.ops.services.event_names import PROMOTED, ROLLED_BACK
+    from paperline.ops.services.prefect_server import healthy, running_server
+
+    settings = workspace_settings()
+    api = settings.prefect_api_url or (running_server(settings.prefect_home) or {}).get("api_url")
+    if not api or not healthy(api.rstrip("/")):
+        print("no Prefect server is running: no event sent, so no trigger follows this move (a team server's "
+              "PREFECT_API_URL, or any flow run's local server, receives them)")
+        return
+    os.environ["PREFECT_API_URL"] = api
+    load_flow("champion_event")(ROLLED_BACK if rolled_back else PROMOTED, event.model_name, event.new_version,
+                                event.previous_version, event.actor, event.reason)
 
 
 def cmd_export(args) -> int:

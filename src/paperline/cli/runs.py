@@ -80,7 +80,7 @@ def cmd_deploy(args) -> int:
     config plus infra/prefect.yaml's own."""
     settings = workspace_settings()
     connect_prefect(settings)
-    names = load_flow("deploy")(settings.root, args.pool, args.update_pools)
+    names = load_flow("deploy")(settings.root, args.pool, args.update_pools, retrain_config=args.retrain_config)
     print(f"deployed {len(names)}: " + ", ".join(names))
     print("run one with `paperline run <project> --on <deployment-or-pool>` once a worker polls its pool")
     return 0

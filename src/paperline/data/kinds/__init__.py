@@ -98,6 +98,8 @@ class DataKind:
       that passed the gate (0.2: a fifth). More is a truncated export or a lost file part far more often than a
       deliberate cut; a cut that is meant says so in the config (`data.<name>.allow_shrink: true`), and a card
       may set its own fraction per dataset (`max_shrink`).
+    - `corpus_text`, `corpus_label`: what a batch encode (`paperline encode`) embeds by default, and the column
+      that names each row in search results (a gloss and its term); None: every text column, rows named by number.
     """
 
     name: str
@@ -113,12 +115,15 @@ class DataKind:
     max_leakage_fraction: float = 0.01
     max_text_length: int = 5_000
     max_shrink_fraction: float = 0.2
+    corpus_text: str | None = None
+    corpus_label: str | None = None
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
             raise KindDefinitionError(f"data kind name '{self.name}' must be a Python identifier (its file name)")
         used = {"text_columns": self.text_columns, "key": self.key.columns,
-                "duplicate_key": self.identity_for_duplicates.columns}
+                "duplicate_key": self.identity_for_duplicates.columns,
+                "corpus columns": tuple(c for c in (self.corpus_text, self.corpus_label) if c)}
         for what, columns in used.items():
             stray = [column for column in columns if column not in self.columns]
             if stray:

@@ -62,6 +62,8 @@ def _split_examples(text: str) -> tuple[str, ...]:
 
 KIND = DataKind(
     name="definitions",
+    corpus_text="definition",
+    corpus_label="term",
     columns=("term", "definition"),
     text_columns=("term", "definition"),
     row_type=Definition,

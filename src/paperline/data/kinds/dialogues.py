@@ -72,6 +72,8 @@ def rows(frame) -> list[Turn]:
 
 KIND = DataKind(
     name="dialogues",
+    corpus_text="text",
+    corpus_label="conversation",
     columns=("conversation", "turn", "speaker", "text"),
     text_columns=("conversation", "text"),
     row_type=Turn,

@@ -46,7 +46,7 @@ def _takes_pairs(model) -> bool:
     return bool(example) and isinstance(example[0], (list, tuple, np.ndarray))
 
 
-def _in_place(model_uri: str) -> str:
+def local_model_uri(model_uri: str) -> str:
     """The model's own folder when its artifacts are on this machine (a workspace's file store), so that loading it
     copies nothing (about 2 s per model of MiniLM's size); else the URI, which MLflow downloads."""
     from urllib.parse import urlparse
@@ -95,7 +95,7 @@ def score_rows(model_uri: str, rows: Rows, identity: str, cache_dir: Path | None
     import mlflow
 
     try:
-        model = mlflow.pyfunc.load_model(_in_place(model_uri))
+        model = mlflow.pyfunc.load_model(local_model_uri(model_uri))
     except Exception as error:  # noqa: BLE001 -- any failure to load means: not scorable here, say why
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise UnscorableModel(f"cannot load {model_uri}: {first}") from None

@@ -317,6 +317,19 @@ class ModelRegistry(VersionRegistration, Approvals):
                 details={"policy": view.to_dict()},
             )[0]
 
+    def point_alias(self, name: str, alias: str, version: str, *, action: str, reason: str,
+                    details: dict[str, Any] | None = None, mlflow_run_id: str | None = None) -> AliasEvent:
+        """Point an alias other than `champion` (a search index's `serving`) at `version`, under the model's lock,
+        with its audit row; `champion` moves only through the policy, `promote` and `rollback`."""
+        if alias == CHAMPION:
+            raise RegistryError("champion moves through the policy, `paperline promote` or `paperline rollback`")
+        with self.model_lock(name):
+            model = self._model(name)
+            target = self._version(model, version)
+            return self._move_alias(name, alias, str(target.version), previous=_alias(model, alias),
+                                    actor=self.actor, action=action, reason=_required_reason(reason, action),
+                                    details=details, mlflow_run_id=mlflow_run_id or target.run_id)
+
     def _rollback_target(self, name: str, current: str) -> ModelVersion | None:
         # Replay the champion's audit history into a stack of champions: a promotion pushes, a rollback pops
         # back down to the version it went to.

@@ -39,6 +39,7 @@ class PoolSpec:
     type: str
     template: Path | None  # a base job template (JSON); None: the worker type's default
     projects: bool = False  # the pool every project config gets a generated deployment on
+    concurrency_limit: int | None = None  # flow runs the pool's workers run at once (None: no limit)
 
     def base_job_template(self) -> dict | None:
         return json.loads(self.template.read_text()) if self.template else None
@@ -54,8 +55,12 @@ def load_pools(root: Path) -> dict[str, PoolSpec]:
     pools = {}
     for name, entry in raw.items():
         template = entry.get("base_job_template")
+        limit = entry.get("concurrency_limit")
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+            raise DeploymentError(f"infra/pools/pools.yaml: pool '{name}' has concurrency_limit {limit!r}; give a "
+                                  "whole number of runs at a time (at least 1), or leave it out for no limit")
         pools[name] = PoolSpec(name, entry["type"], folder / template if template else None,
-                               bool(entry.get("projects", False)))
+                               bool(entry.get("projects", False)), limit)
     return pools
 
 

@@ -29,7 +29,8 @@ from paperline.core.errors import PaperlineError
 from paperline.ops.store.tables import AliasEventRow, Base, GatedRowsRow, LineageRow, create_tables
 
 # approve: a person answered a pending approval (paperline.ops.registry.approvals); the actor is that person
-ACTIONS = ("auto-promote", "register", "promote", "rollback", "approve")
+# serve: a search index version passed its recall check and `serving` moved to it (paperline.ops.production.index)
+ACTIONS = ("auto-promote", "register", "promote", "rollback", "approve", "serve")
 LINEAGE_STATUSES = ("running", "registered", "gate-failed", "failed", "interrupted", "cached")
 
 

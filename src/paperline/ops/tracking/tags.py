@@ -59,3 +59,17 @@ ONNX_MIN_COSINE = "paperline.onnx.min_cosine"
 def gate_passed(gate_name: str) -> str:
     """The verdict tag of a gate whose report folder is `gate_name` (`data_gate`, `generated_data_gate`)."""
     return f"{PREFIX}{gate_name.removesuffix('data_gate')}gate_passed"
+
+# A search index version (paperline.ops.production.index): whose vectors it holds, over what, and its recall check.
+INDEX_MODEL = "paperline.index.model"  # the registered model whose version encoded the corpus
+INDEX_MODEL_VERSION = "paperline.index.model_version"
+INDEX_CORPUS = "paperline.index.corpus"  # dataset[:split]
+INDEX_VECTORS = "paperline.index.vectors"  # a digest of the embedding store's identity: one version per vectors
+INDEX_RECALL = "paperline.index.recall_at_10"
+INDEX_CHECK = "paperline.index.recall_check"  # passed | failed
+
+# Drift monitoring (paperline.ops.production.monitor)
+MONITOR_MODEL = "paperline.monitor.model"
+MONITOR_MODEL_VERSION = "paperline.monitor.model_version"
+MONITOR_KEY = "paperline.monitor.key"  # model, reference and current: the runs of one metric history
+MONITOR_DRIFTED = "paperline.monitor.drifted"
