@@ -115,3 +115,14 @@ def test_the_result_cache_is_the_workspaces_unless_prefect_is_told_otherwise(tmp
     assert settings.results_dir == tmp_path / ".paperline" / "prefect" / "results"
     monkeypatch.setenv("PREFECT_LOCAL_STORAGE_PATH", str(tmp_path / "elsewhere"))
     assert settings.results_dir == tmp_path / "elsewhere"
+
+
+def test_gpu_pools_have_a_concurrency_limit_and_a_bad_one_is_one_line(tmp_path):
+    pools = deployments.load_pools(REPO)
+    assert pools["gpu-docker"].concurrency_limit == 1 and pools["gpu-k8s"].concurrency_limit >= 1
+    assert pools["cpu"].concurrency_limit is None
+    shutil.copytree(REPO / "infra", tmp_path / "infra")
+    spec = tmp_path / "infra" / "pools" / "pools.yaml"
+    spec.write_text(spec.read_text().replace("concurrency_limit: 1 ", "concurrency_limit: 0 "))
+    with pytest.raises(deployments.DeploymentError, match="pool 'gpu-docker' has concurrency_limit 0"):
+        deployments.load_pools(tmp_path)

@@ -1,10 +1,11 @@
 """Deployment triggers from lineage: each project's retrain deployment follows its card's datasets and its
 config's upstream models, with a concurrency limit; nothing else is triggered."""
 
+import pytest
 from repo_copy import REPO
 
 from paperline.ops.production.triggers import add_triggers
-from paperline.ops.services.deployment_specs import deployment_file, load_pools
+from paperline.ops.services.deployment_specs import DeploymentError, deployment_file, load_pools
 from paperline.project.discovery import discover
 
 
@@ -43,3 +44,5 @@ def test_only_the_retrain_config_on_the_projects_pool_is_triggered():
     assert smoke["distilled-sentence-embedding-smoke"]["triggers"][1]["match"]["prefect.resource.id"] == [
         "paperline.model.cross_encoder_sts-smoke"]
     assert "triggers" not in smoke["distilled-sentence-embedding-default"]
+    with pytest.raises(DeploymentError, match="no project has a config 'nightly'"):
+        _spec("nightly")

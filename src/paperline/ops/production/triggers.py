@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from paperline.ops.registry.upstream import model_name
-from paperline.ops.services.deployment_specs import RUN_ENTRYPOINT, pool_of
+from paperline.ops.services.deployment_specs import RUN_ENTRYPOINT, DeploymentError, pool_of
 from paperline.ops.services.event_names import CHAMPION_MOVED, DATA_VERSION_PASSED, dataset_id, model_id
 from paperline.project.discovery import Project
 
@@ -54,6 +54,9 @@ def add_triggers(spec: dict, projects: Mapping[str, Project], projects_dir: Path
     """`spec` (a prefect.yaml as data) with a concurrency limit on its run deployments, and retrain triggers on
     those of `pool` (the projects pool, infra/pools/pools.yaml) that run `retrain_config`: one retrain per
     change, not one per pool (a GPU deployment that should retrain instead is given `triggers:` by hand)."""
+    if not any(retrain_config in project.configs for project in projects.values()):
+        raise DeploymentError(f"no project has a config '{retrain_config}' (--retrain-config names the config a "
+                              "trigger retrains with; most projects have default and smoke)")
     out = []
     for deployment in spec.get("deployments") or []:
         deployment = dict(deployment)
