@@ -2,8 +2,9 @@
 
 The end-to-end check of paperline's search index (paperline.ops.production.index): an index may serve only if it
 answers a real task as exact search does. Corpus: every distinct term of `data/definitions` (train, dev and
-test; 147k terms), embedded with all-MiniLM-L6-v2 through paperline's ONNX path (the `paperline encode` default
-backend); queries: the test split's glosses (4,220), each with its own term as the answer. The index is built and
+test; 147k terms), embedded with all-MiniLM-L6-v2 through paperline's ONNX Runtime path (the `onnx`
+backend of `paperline encode`); queries: the test split's glosses (4,220), each with its own term as the
+answer. The index is built and
 its ef_search tuned exactly as `paperline encode` does (paperline.ops.production.index.build_and_check: held-out
 corpus rows, recall@10 >= 0.95 against exact search). Printed: MRR@100 and hit@1/@10 of the terms through the
 index and through exact search, their difference (which must stay within the recall tolerance, 1 - 0.95), and the
@@ -95,7 +96,7 @@ def main() -> None:
         "# The reverse dictionary through the search index against exact search",
         "",
         f"`HF_HUB_OFFLINE=1 .venv/bin/python bench/reverse_dictionary.py{f' --limit {args.limit}' if args.limit else ''}`"
-        f" on {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}); all-MiniLM-L6-v2, ONNX.",
+        f" on {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}); all-MiniLM-L6-v2, ONNX Runtime.",
         "",
         f"Corpus: {len(terms)} distinct WordNet terms (encoded in {encode_s:.0f} s); queries: the {len(queries)} "
         "glosses of definitions:test, each answered by its own term.",

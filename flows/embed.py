@@ -21,7 +21,8 @@ from paperline.core.settings import Settings
 from paperline.data.corpus import CorpusSpec
 from paperline.ml.embedding_store import EmbeddingStore
 from paperline.ops.production import index as search_index
-from paperline.ops.production.encode import DEFAULT_BACKEND, EXPERIMENT, encode_corpus
+from paperline.ops.production.defaults import DEFAULT_BACKEND, MIN_RECALL
+from paperline.ops.production.encode import EXPERIMENT, encode_corpus
 from paperline.ops.registry.aliases import ModelRegistry
 from paperline.ops.store.audit import AuditStore
 from paperline.ops.tracking.client import connect, experiment_id
@@ -40,14 +41,14 @@ class EmbedOutcome:
 @flow(name="paperline-embed", flow_run_name="embed-{model}-{dataset}", persist_result=False)
 def embed(model: str = "sbert_sts@champion", dataset: str = "definitions", text: str | None = None,
           backend: str = DEFAULT_BACKEND, limit: int | None = None, build_index: bool = True,
-          min_recall: float = search_index.MIN_RECALL) -> EmbedOutcome:
+          min_recall: float = MIN_RECALL) -> EmbedOutcome:
     """Embed a versioned corpus with the version an alias names, and serve a search index over it.
 
     Args:
         model: `<model>@<alias>` (or `<model>/<version>`), e.g. sbert_sts@champion.
         dataset: `<dataset>[:<split>]` in data/, e.g. definitions (every split) or definitions:test.
         text: The column to embed (default: the data kind's corpus column, the gloss for definitions).
-        backend: onnx (default), onnx-int8 or torch.
+        backend: openvino (the default where installed, else onnx), onnx, onnx-int8 or torch.
         limit: Embed only the first N rows (a smoke run).
         build_index: Build, check and register the search index after encoding.
         min_recall: Recall@10 against exact search the index must reach before `serving` moves to it.

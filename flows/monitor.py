@@ -16,7 +16,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from paperline.core.settings import Settings
-from paperline.ops.production.monitor import DEFAULT_MAX_ROWS, check_drift
+from paperline.ops.production.defaults import DEFAULT_MAX_ROWS
+from paperline.ops.production.monitor import check_drift
 from paperline.ops.tracking.client import connect
 from paperline_flows import events
 from paperline_flows.dashboard import artifact_key

@@ -22,7 +22,7 @@ def test_encode_then_search_and_the_index_follows_the_champion_only_after_its_re
     ws = two_versions
     first = ws.paperline("encode", f"{MODEL}@champion", "--dataset", "definitions:test", "--limit", ROWS)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    assert f"encoded definitions:test with {MODEL} v1 (@champion) (onnx): {ROWS} rows" in first.stdout
+    assert f"encoded definitions:test with {MODEL} v1 (@champion) (openvino): {ROWS} rows" in first.stdout
     assert "index sbert_sts-smoke-definitions-test v1" in first.stdout and "passed" in first.stdout
     assert "sbert_sts-smoke-definitions-test@serving: v- -> v1" in first.stdout
 

@@ -13,10 +13,16 @@ from test_deployments import _client, _stop, start_worker
 POOL = "cpu-triggers"  # this test's own pool: its worker takes only these runs
 
 
-def _runs_of(client, deployment_name: str):
+WATCHED = ("distilled-sentence-embedding-smoke", "uni-encoder-smoke", "sbert-sts-smoke", "cross-encoder-sts-smoke")
+
+
+def _runs_of(client, deployment_name: str, seen=frozenset()):
+    """This test's flow runs of a deployment: the session's Prefect server is shared with other tests, which
+    deploy (and run) deployments of the same names."""
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 
-    return client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment_name])))
+    found = client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment_name])))
+    return [run for run in found if run.id not in seen]
 
 
 def test_a_promotion_and_a_new_data_version_trigger_the_deployments_downstream_and_redeploys_keep_schedules(
@@ -39,6 +45,7 @@ def test_a_promotion_and_a_new_data_version_trigger_the_deployments_downstream_a
         (schedule,) = weekly.schedules
         assert not schedule.active and schedule.slug == "weekly-retrain"
         client.update_deployment_schedule(weekly.id, schedule.id, active=True)
+        seen = frozenset(run.id for name in WATCHED for run in _runs_of(client, name))
 
     _, worker, log = start_worker(workspace, POOL, tmp_path)
     try:
@@ -57,15 +64,15 @@ def test_a_promotion_and_a_new_data_version_trigger_the_deployments_downstream_a
         assert watched.returncode == 0, watched.stdout + watched.stderr
         assert "dialogues: gate passed; retrains uni_encoder" in watched.stdout, watched.stdout
 
-        wanted = ("distilled-sentence-embedding-smoke", "uni-encoder-smoke")
+        wanted = WATCHED[:2]
         deadline, runs = time.monotonic() + 600, {}
         with _client(workspace.env) as client:
             while time.monotonic() < deadline and worker.poll() is None:
-                runs = {name: _runs_of(client, name) for name in wanted}
+                runs = {name: _runs_of(client, name, seen) for name in wanted}
                 if all(runs[n] and all(r.state and r.state.is_final() for r in runs[n]) for n in wanted):
                     break
                 time.sleep(3)
-            others = _runs_of(client, "sbert-sts-smoke") + _runs_of(client, "cross-encoder-sts-smoke")
+            others = _runs_of(client, "sbert-sts-smoke", seen) + _runs_of(client, "cross-encoder-sts-smoke", seen)
     finally:
         _stop(worker)
     logged = log.read_text()[-4000:]

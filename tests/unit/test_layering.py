@@ -65,3 +65,12 @@ def test_an_import_cycle_inside_ops_or_a_lower_layer_in_ops_importing_a_higher_o
     flat = " ".join(result.stdout.split())  # import-linter wraps long contract names
     assert "ops: runs | production > registry > compare > tracking > store | cache | services BROKEN" in flat
     assert "paperline.ops.tracking.tags -> paperline.ops.registry.aliases" in result.stdout
+
+
+def test_building_the_cli_parser_imports_no_heavy_library():
+    """`paperline --help` stays fast, and tqdm is first imported after the quiet environment set TQDM_DISABLE (tqdm
+    reads it once, at import): a library bar drawn in a quiet run means an import moved up into the parser."""
+    probe = ("import sys; from paperline.cli import build_parser; build_parser(); "
+             "print(sorted(m for m in ('mlflow', 'tqdm', 'torch', 'prefect', 'faiss', 'sklearn') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "[]", result.stdout

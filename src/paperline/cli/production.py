@@ -53,9 +53,7 @@ def cmd_data_watch(args) -> int:
 
 
 def add_commands(sub) -> None:
-    from paperline.ops.production.encode import BACKENDS, DEFAULT_BACKEND
-    from paperline.ops.production.index import MIN_RECALL
-    from paperline.ops.production.monitor import DEFAULT_MAX_ROWS
+    from paperline.ops.production.defaults import BACKENDS, DEFAULT_BACKEND, DEFAULT_MAX_ROWS, MIN_RECALL
 
     encode = sub.add_parser("encode", help="embed a versioned corpus with a model version (chunked, resumable), "
                             "then serve a search index over it behind @serving once it passes a recall check")
@@ -64,8 +62,8 @@ def add_commands(sub) -> None:
                         help="a dataset in data/, all splits or one (definitions, definitions:test)")
     encode.add_argument("--text", metavar="COLUMN", help="the column to embed (default: the kind's corpus column)")
     encode.add_argument("--backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND,
-                        help=f"how to encode (default {DEFAULT_BACKEND}: ONNX Runtime, PyTorch's embeddings to "
-                             "cosine >= 0.999)")
+                        help=f"how to encode (default here: {DEFAULT_BACKEND}; openvino where installed, else onnx: "
+                             "both give PyTorch's embeddings to cosine >= 0.999)")
     encode.add_argument("--limit", type=int, metavar="N", help="only the first N rows (a quick try)")
     encode.add_argument("--no-index", action="store_true", help="encode only; build no search index")
     encode.add_argument("--min-recall", type=float, default=MIN_RECALL, metavar="R",

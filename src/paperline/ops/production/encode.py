@@ -8,8 +8,10 @@ kill resumes from the last finished chunk. Each encode is an MLflow run in the `
 (model, version, data version, corpus, backend, rows per second, the manifest), so every set of vectors is found
 from the model version it came from.
 
-Backends: `onnx` (default: ONNX Runtime, the same embeddings as PyTorch to cosine >= 0.999,
-docs/benchmarks.md), `onnx-int8` (faster, STS-B within 0.1) and `torch` (sentence-transformers' own encode).
+Backends (`paperline.ops.production.defaults`, measured in bench/results/batch_encode.md): `openvino` (the default
+where `paperline[openvino]` is installed: bf16 on CPUs with native bf16, else f32; PyTorch's embeddings to cosine
+>= 0.999), `onnx` (ONNX Runtime, the default otherwise; cosine 1.0), `onnx-int8` (STS-B within 0.1) and `torch`
+(sentence-transformers' own encode).
 """
 
 from __future__ import annotations
@@ -25,14 +27,12 @@ from paperline.core.settings import Settings
 from paperline.data.corpus import CorpusSpec, corpus_rows
 from paperline.data.datasets import dataset_ref, resolve_data_version
 from paperline.ml.embedding_store import EmbeddingStore, chunked, fill
-from paperline.ops.compare.scoring import local_model_uri
+from paperline.ops.production.defaults import BACKENDS, DEFAULT_BACKEND
 from paperline.project.dataset_readers import dataset_readers
 
 if TYPE_CHECKING:
     import numpy as np
 
-BACKENDS = {"onnx": "optimized", "onnx-int8": "int8", "torch": None}
-DEFAULT_BACKEND = "onnx"
 CHUNK_ROWS = 8192  # rows per chunk: about 12 MB of 384-d vectors, and at most a few minutes lost to a kill
 EXPERIMENT = "paperline-embeddings"
 BATCH_SIZE = 64
@@ -79,6 +79,8 @@ def load_sentence_model(model: ModelRef):
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from paperline.ops.compare.scoring import local_model_uri
+
     try:
         return mlflow.sentence_transformers.load_model(local_model_uri(model.uri))
     except MlflowException as exc:
@@ -98,7 +100,8 @@ def sentence_encoder(model: ModelRef, backend: str, workspace: Path) -> Callable
         vectors = np.asarray(vectors, dtype=np.float32)
         return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
-    if BACKENDS[backend] is None:
+    variant, runtime = BACKENDS[backend]
+    if variant is None:
         return lambda texts: normalised(encoder.encode(texts, batch_size=BATCH_SIZE, convert_to_numpy=True))
     from paperline.ml import fast_encode
 
@@ -106,10 +109,10 @@ def sentence_encoder(model: ModelRef, backend: str, workspace: Path) -> Callable
     if not (folder / "modules.json").is_file():
         encoder.save(str(folder))
     try:
-        exported, _ = fast_encode.cached_export(folder, BACKENDS[backend])
+        exported, _ = fast_encode.cached_export(folder, variant)
     except fast_encode.NotExportable as exc:
         raise UsageError(f"{model.describe()} cannot use backend {backend} ({exc}); use --backend torch") from None
-    onnx = fast_encode.OnnxEncoder(exported)
+    onnx = fast_encode.OnnxEncoder(exported, backend=runtime)
     return lambda texts: normalised(onnx.encode(texts, batch_size=BATCH_SIZE))
 
 

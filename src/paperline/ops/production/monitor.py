@@ -19,7 +19,7 @@ from pathlib import Path
 from paperline.core.settings import Settings
 from paperline.data.corpus import CorpusSpec, corpus_rows, folder_rows, sample
 from paperline.data.datasets import dataset_ref, resolve_data_version
-from paperline.ml.drift import DEFAULT_MAX_ROWS  # texts a side: the drift test's own default (re-exported)
+from paperline.ops.production.defaults import DEFAULT_BACKEND, DEFAULT_MAX_ROWS
 from paperline.ops.production.encode import ModelRef, resolve_model, sentence_encoder
 from paperline.project.dataset_readers import dataset_readers
 
@@ -81,7 +81,7 @@ def check_drift(settings: Settings, client, model_spec: str, reference: str, cur
     current_name, current_texts = texts_of(settings, current, max_rows)
     progress(f"embedding {len(reference_texts)} texts of {reference_name} and {len(current_texts)} of "
              f"{current_name} with {model.describe()}")
-    encode = sentence_encoder(model, "onnx", settings.workspace)
+    encode = sentence_encoder(model, DEFAULT_BACKEND, settings.workspace)
     drift = embedding_drift(encode(reference_texts), encode(current_texts), seed=SEED, max_rows=max_rows)
     title = f"Embedding drift: {current_name} against {reference_name} ({model.describe()})"
     html = drift_report_html(drift, title=title, reference_name=reference_name, current_name=current_name,
