@@ -44,7 +44,8 @@ def failure_keys(result) -> list[tuple[str, str, str | None]]:
 
 def test_registry_finds_every_kind_file_by_scanning():
     files = sorted(p.stem for p in KINDS_DIR.glob("*.py") if not p.name.startswith("_"))
-    assert files == ["definitions", "dialogues", "nli_generated", "nli_pairs", "scored_pairs", "texts"]
+    assert files == ["captioned_images", "definitions", "dialogues", "nli_generated", "nli_pairs", "scored_pairs",
+                     "texts"]
     assert kind_names() == files
     for name in files:
         assert get_kind(name).name == name
@@ -55,7 +56,8 @@ def test_unknown_kind_is_one_line_naming_the_known_kinds(monkeypatch):
     with pytest.raises(UnknownKindError) as error:
         get_kind("foo")
     assert isinstance(error.value, PaperlineError)
-    assert str(error.value) == ("unknown data kind 'foo'; known kinds: definitions, dialogues, nli_generated, nli_pairs, scored_pairs, texts "
+    assert str(error.value) == ("unknown data kind 'foo'; known kinds: captioned_images, definitions, dialogues, "
+                                "nli_generated, nli_pairs, scored_pairs, texts "
                                 "(one file each in src/paperline/data/kinds/)")
 
 
@@ -101,8 +103,8 @@ def kinds_copy(tmp_path, monkeypatch):
 
 def test_a_kind_dropped_into_the_folder_is_found_with_no_other_file_edited(kinds_copy, tmp_path):
     (kinds_copy / "triplets.py").write_text(TRIPLETS)
-    assert kind_names() == ["definitions", "dialogues", "nli_generated", "nli_pairs", "scored_pairs", "texts",
-                            "triplets"]
+    assert kind_names() == ["captioned_images", "definitions", "dialogues", "nli_generated", "nli_pairs",
+                            "scored_pairs", "texts", "triplets"]
     # The reader and the gate take it by name: nothing central lists kinds.
     path = tmp_path / "train.tsv"
     path.write_text("anchor\tpositive\tnegative\na dog runs\ta dog is running\ta cat sleeps\n"
@@ -123,7 +125,7 @@ def test_a_kind_file_without_kind_is_one_clear_error(kinds_copy):
         kind_names()
     (kinds_copy / "helpers.py").rename(kinds_copy / "_helpers.py")
     kinds.clear_cache()
-    assert "_helpers" not in kind_names() and len(kind_names()) == 6
+    assert "_helpers" not in kind_names() and len(kind_names()) == 7
 
 
 def test_a_kind_named_unlike_its_file_is_refused(kinds_copy):

@@ -31,15 +31,17 @@ def cmd_data_status(args) -> int:
 
 
 def cmd_data_validate(args) -> int:
-    """Gate every dataset folder under data/ that a project card names, as the kind the cards give it."""
+    """Gate every dataset folder under data/ that a project card names, as the kind the cards give it, and each
+    folder no card names yet that is named after a data kind, as that kind (e.g. `captioned_images`)."""
     from paperline.data.datasets import resolve_data_version
     from paperline.project.dataset_readers import dataset_readers, gate_read_datasets
 
     settings = workspace_settings()
     cards = dataset_readers(settings.projects_dir)
-    readers = cards.readers
     version = resolve_data_version(settings.root)
     folders = sorted(p.name for p in version.path.iterdir() if p.is_dir())
+    cards = cards.with_kind_folders(folders)
+    readers = cards.readers
     outcome = gate_read_datasets(version, cards)
     for result in outcome.results:
         prefix = f"{result.dataset}: " if result.passed else ""  # a failure line names its dataset already

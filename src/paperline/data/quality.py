@@ -13,7 +13,8 @@ Per split it expects, each as one GX expectation so that every check shows up in
 - every column the kind requires exists (a renamed header silently becomes a missing column);
 - the kind's text columns hold strings, are never null and never empty or whitespace-only (a tokenizer happily
   embeds "");
-- the kind's own expectations (a score range, a label set, ...);
+- the kind's own expectations (a score range, a label set, ...; for a kind whose rows name files, such as
+  pictures, on columns its ``derive`` computed from those files: a missing or broken picture is a row like any);
 - few rows repeat an earlier row of the same split, by the kind's duplicate key (a botched concatenation
   doubles rows and weights them twice);
 - few rows of a held-out split also appear in the train split, by the kind's key (leakage inflates every
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from paperline.data.datasets import DatasetRef, read_frame
-from paperline.data.gate_findings import SAMPLE_ROWS, failure, outcome, percent, shown
+from paperline.data.gate_findings import SAMPLE_ROWS, failure, outcome, percent, sample_rows, shown
 from paperline.data.kinds import DataKind, RowKey, get_kind
 from paperline.data.quality_report import (
     ExpectationFailure,
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 
     from paperline.core.config import ProjectConfig
 
+SAMPLE_PICTURES = 2  # per split, in a passed report of a kind whose rows are pictures
 
 
 @dataclass(frozen=True)
@@ -113,17 +115,24 @@ def gate_splits(
     min_rows: dict[str, int] | None = None,
     previous_rows: dict[str, int] | None = None,
     allow_shrink: bool = False,
+    folder: Path | None = None,
 ) -> GateResult:
     """Validate every split of ``dataset`` as data of ``kind``; never raises for bad data, only for bad arguments
     (an unknown kind is an ``UnknownKindError``). ``unreadable`` holds the splits whose file could not be read
     as text (see ``read_split_file``): each is a failed expectation of the result. ``min_rows`` raises the row
     floor of named splits (a project card's bound for its dataset: a split cut to 10 rows must not train).
     ``previous_rows`` holds each split's row count in the last version that passed the gate: a split that lost
-    more than ``max_shrink_fraction`` of them fails, unless ``allow_shrink`` (the config says the cut is meant)."""
+    more than ``max_shrink_fraction`` of them fails, unless ``allow_shrink`` (the config says the cut is meant).
+    ``folder`` is the dataset folder, needed by a kind whose rows name files beside the split (its ``derive``)."""
     data_kind = get_kind(kind)
     unreadable = unreadable or {}
     if not splits and not unreadable:
         raise ValueError(f"no splits given to gate for dataset '{dataset}'")
+    if data_kind.derive is not None:
+        if folder is None:
+            raise ValueError(f"data kind '{kind}' reads the files its rows name: pass the dataset folder (folder=)")
+        # Once per split, before any key is computed: the keys and the kind's checks may use the derived columns.
+        splits = {name: data_kind.derive(frame, Path(folder)) for name, frame in splits.items()}
     limits = (limits or GateLimits()).for_kind(data_kind)
     gx = _import_gx()
     batch_definition = _batch_definition(gx)
@@ -144,7 +153,10 @@ def gate_splits(
         for check, result in _validate(gx, batch_definition, work, checks):
             outcomes.append(outcome(check, result))
             if not result.success:
-                failures.append(failure(check, result, frame))
+                found = failure(check, result, frame)
+                if data_kind.preview is not None and folder is not None:
+                    found.pictures = [data_kind.preview(row, Path(folder)) for row in found.sample_rows]
+                failures.append(found)
     return GateResult(
         dataset=dataset,
         kind=kind,
@@ -153,7 +165,21 @@ def gate_splits(
         failures=failures,
         split_rows={name: len(frame) for name, frame in splits.items()} | {name: 0 for name in unreadable},
         outcomes=outcomes,
+        pictures=[] if failures else _sample_pictures(data_kind, splits, folder),
     )
+
+
+def _sample_pictures(kind: DataKind, splits: dict[str, pd.DataFrame], folder: Path | None) -> list[dict]:
+    """For a kind that can preview its rows, the first few rows of each split as small pictures, so that a
+    passed report still shows what the data looks like (a failed one shows the offending rows' pictures)."""
+    if kind.preview is None or folder is None:
+        return []
+    label = kind.corpus_label or kind.columns[0]
+    pictures = []
+    for name, frame in splits.items():
+        for row in sample_rows(frame, list(range(min(SAMPLE_PICTURES, len(frame))))):
+            pictures.append({"split": name, "label": str(row.get(label, "")), "uri": kind.preview(row, Path(folder))})
+    return pictures
 
 
 def _import_gx():
@@ -334,7 +360,7 @@ def gate_datasets(refs: dict[str, DatasetRef], cfg: ProjectConfig, limits: dict 
         own_limits = replace(GateLimits(**(limits or {})), **(dataset_limits or {}).get(name, {}))
         results.append(gate_splits(name, ref.kind, frames, own_limits, unreadable=unreadable,
                                    min_rows=(min_rows or {}).get(name), previous_rows=(previous_rows or {}).get(name),
-                                   allow_shrink=use.allow_shrink))
+                                   allow_shrink=use.allow_shrink, folder=ref.path))
     return GateOutcome(results)
 
 
@@ -345,7 +371,8 @@ def gate_files(files: list[tuple[str, str, Path, str]]) -> GateOutcome:
     for name, kind, path, split in files:
         frame, failure = read_split_file(Path(path), kind, split)
         frames, unreadable = ({split: frame}, {}) if failure is None else ({}, {split: failure})
-        results.append(gate_splits(name, kind, frames, GateLimits(), train_split=split, unreadable=unreadable))
+        results.append(gate_splits(name, kind, frames, GateLimits(), train_split=split, unreadable=unreadable,
+                                   folder=Path(path).parent))
     return GateOutcome(results)
 
 

@@ -3,6 +3,8 @@
 The report is what a person reads when a run stops at the gate, and what the tracking step logs with every run:
 a verdict, every expectation per split with its observed value, then each failure with its offending rows.
 The HTML page is standalone (inline style, no scripts or external assets) so it opens from an MLflow artifact.
+For a kind whose rows are pictures, it shows each offending row's picture beside it, or a few sample pictures
+when the data passed, as small inline `data:` thumbnails (the kind's `preview`); the markdown names the files.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ class ExpectationFailure:
     column: str | None
     detail: str  # one human sentence
     sample_rows: list[dict]  # up to 3 offending rows with their original columns
+    # For a kind whose rows are pictures: a `data:` thumbnail per sample row (None: the file cannot be shown).
+    pictures: list[str | None] = field(default_factory=list)
 
 
 @dataclass
@@ -42,6 +46,8 @@ class GateResult:
     failures: list[ExpectationFailure]
     split_rows: dict[str, int]
     outcomes: list[ExpectationOutcome] = field(default_factory=list)
+    # For a kind whose rows are pictures, when it passed: {"split", "label", "uri"} of a few sample rows.
+    pictures: list[dict] = field(default_factory=list)
 
     def summary_lines(self) -> list[str]:
         """One line per failure, or a single line saying what passed."""
@@ -128,6 +134,10 @@ def render_markdown(result: Any) -> str:
         if failure.sample_rows:
             columns = _sample_columns(failure.sample_rows)
             lines += ["", *_md_table(columns, [[row.get(c) for c in columns] for row in failure.sample_rows])]
+    pictures = getattr(result, "pictures", None) or []
+    if pictures:  # the thumbnails themselves are in the HTML report; here, which rows they show
+        lines += ["", "## Sample pictures", "", "In the HTML report: "
+                  + ", ".join(f"{p.get('split')}: {p.get('label')}" for p in pictures) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -140,6 +150,8 @@ table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; }
 .ok { color: #17692b; } .bad { color: #b00020; font-weight: bold; }
+figure { display: inline-block; margin: 0 1em 1em 0; font-size: 0.8em; max-width: 10em; }
+img.thumb { image-rendering: pixelated; border: 1px solid #ccc; }
 """
 
 
@@ -156,10 +168,21 @@ def _html_table(header: list[str], rows: list[list[Any]], classes: list[str] | N
 def _html_failure(dataset: str, failure: Any) -> str:
     target = f"{failure.expectation}({failure.column})" if failure.column else failure.expectation
     parts = [f"<h3>{html.escape(f'{dataset}/{failure.split}: {target}')}</h3>", f"<p>{html.escape(failure.detail)}</p>"]
+    pictures = getattr(failure, "pictures", None) or []
+    if any(pictures):
+        shown = "".join(_thumbnail(uri, f"row {index + 1}") for index, uri in enumerate(pictures))
+        parts.append(f"<p>{shown}</p>")
     if failure.sample_rows:
         columns = _sample_columns(failure.sample_rows)
         parts.append(_html_table(columns, [[row.get(c) for c in columns] for row in failure.sample_rows]))
     return "\n".join(parts)
+
+
+def _thumbnail(uri: str | None, caption: str) -> str:
+    """One picture with its caption; a row whose file cannot be shown (missing, broken) says so in words."""
+    shown = (f'<img class="thumb" src="{html.escape(uri)}" alt="{html.escape(caption)}">' if uri
+             else "<span>(no picture: see the row below)</span>")
+    return f"<figure>{shown}<figcaption>{html.escape(caption)}</figcaption></figure>"
 
 
 def render_html(result: Any) -> str:
@@ -176,6 +199,11 @@ def render_html(result: Any) -> str:
     if result.failures:
         body.append("<h2>Failures</h2>")
         body += [_html_failure(result.dataset, failure) for failure in result.failures]
+    pictures = getattr(result, "pictures", None) or []
+    if pictures:
+        body.append("<h2>Sample pictures</h2>")
+        body.append("<p>" + "".join(_thumbnail(p.get("uri"), f"{p.get('split')}: {p.get('label')}")
+                                    for p in pictures) + "</p>")
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         f"<title>{html.escape(title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"

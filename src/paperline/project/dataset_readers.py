@@ -7,12 +7,12 @@ trigger on the datasets its card reads, and a batch encode reads a corpus as its
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from paperline.core.config import ConfigError, DatasetUse, ProjectConfig
 from paperline.data.datasets import DataVersion, dataset_ref
-from paperline.data.kinds import UnknownKindError, get_kind
+from paperline.data.kinds import UnknownKindError, get_kind, kind_names
 from paperline.project.discovery import discover
 
 
@@ -31,6 +31,14 @@ class DatasetReaders:
 
     def projects(self, dataset: str) -> list[str]:
         return sorted({p for names in self.readers.get(dataset, {}).values() for p in names})
+
+    def with_kind_folders(self, folders: list[str]) -> DatasetReaders:
+        """These readers plus each folder that no card reads and that is named after a data kind, as that kind
+        (`captioned_images/` as `captioned_images`): a dataset added with its kind, before any project reads it,
+        is still gated by `paperline data validate`, so its first reader does not find it broken."""
+        known = set(kind_names())
+        added = {name: {name: []} for name in folders if name not in self.readers and name in known}
+        return replace(self, readers={**self.readers, **added})
 
 
 def dataset_readers(projects_dir: Path) -> DatasetReaders:

@@ -46,16 +46,19 @@ class RowKey:
 
     Values are compared after stripping surrounding whitespace, as a tokenizer sees them, and lower-cased when
     `ignore_case` (a dictionary split by lower-cased term must not hold "Dog" in train and "dog" in test).
-    `name` names the key in reports and in the gate's derived columns (`<name>_key`, `<name>_in_train`).
+    `name` names the key in reports and in the gate's derived columns (`<name>_key`, `<name>_in_train`);
+    `label`, when given, is what a report calls one key where its column names would not say it (a picture's
+    perceptual hash is a "picture", not an "image_hash").
     """
 
     name: str
     columns: tuple[str, ...]
     ignore_case: bool = False
+    label: str | None = None
 
     def describe(self) -> str:
         """What one key is, for a report sentence: `text`, `(sentence1, sentence2) pair`, `term (ignoring case)`."""
-        what = self.columns[0] if len(self.columns) == 1 else f"({', '.join(self.columns)}) pair"
+        what = self.label or (self.columns[0] if len(self.columns) == 1 else f"({', '.join(self.columns)}) pair")
         return f"{what} (ignoring case)" if self.ignore_case else what
 
 
@@ -100,6 +103,15 @@ class DataKind:
       may set its own fraction per dataset (`max_shrink`).
     - `corpus_text`, `corpus_label`: what a batch encode (`paperline encode`) embeds by default, and the column
       that names each row in search results (a gloss and its term); None: every text column, rows named by number.
+    - `derive(frame, folder) -> frame`: for a kind whose rows name files beside the split (a picture; audio or
+      video next): the gate calls it once per split, after `prepare`, with the dataset folder, and it adds
+      `derived_columns` computed from those files (what is wrong with a file, a perceptual hash). The kind's
+      expectations and keys are then ordinary checks on those columns, so a broken file is a report line like
+      any other. None (the text kinds): the gate reads nothing but the split. The reader of typed rows does not
+      call it: a training job does not pay to open every file a second time.
+    - `derived_columns`: the columns `derive` adds; `key` and `duplicate_key` may name them.
+    - `preview(row, folder) -> str | None`: a small picture of a sample row for the HTML report, as a `data:` URI
+      (None where it cannot be shown); None (the text kinds): the report shows rows as text only.
     """
 
     name: str
@@ -117,18 +129,28 @@ class DataKind:
     max_shrink_fraction: float = 0.2
     corpus_text: str | None = None
     corpus_label: str | None = None
+    derive: Callable[[Any, Path], Any] | None = None
+    derived_columns: tuple[str, ...] = ()
+    preview: Callable[[dict, Path], str | None] | None = None
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
             raise KindDefinitionError(f"data kind name '{self.name}' must be a Python identifier (its file name)")
-        used = {"text_columns": self.text_columns, "key": self.key.columns,
-                "duplicate_key": self.identity_for_duplicates.columns,
-                "corpus columns": tuple(c for c in (self.corpus_text, self.corpus_label) if c)}
+        if self.derived_columns and self.derive is None:
+            raise KindDefinitionError(f"data kind '{self.name}': derived_columns without a derive function")
+        used = {"text_columns": self.text_columns, "corpus columns": tuple(c for c in (self.corpus_text,
+                                                                                       self.corpus_label) if c)}
         for what, columns in used.items():
             stray = [column for column in columns if column not in self.columns]
             if stray:
                 raise KindDefinitionError(f"data kind '{self.name}': {what} names {', '.join(stray)}, which are "
                                           f"not among its columns {', '.join(self.columns)}")
+        keys = {"key": self.key.columns, "duplicate_key": self.identity_for_duplicates.columns}
+        for what, columns in keys.items():
+            stray = [column for column in columns if column not in self.columns + self.derived_columns]
+            if stray:
+                raise KindDefinitionError(f"data kind '{self.name}': {what} names {', '.join(stray)}, which are "
+                                          f"not among its columns {', '.join(self.columns + self.derived_columns)}")
         if self.max_text_length < 1:
             raise KindDefinitionError(f"data kind '{self.name}': max_text_length must be at least 1")
         for limit in ("max_duplicate_fraction", "max_leakage_fraction", "max_shrink_fraction"):
