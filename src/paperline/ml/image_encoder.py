@@ -217,7 +217,8 @@ def load_efficientnet_lite0(pretrained: bool = True) -> EfficientNetLite0:
     """EfficientNet-Lite0 in eval mode; with `pretrained`, the ImageNet weights, loaded strictly."""
     model = EfficientNetLite0()
     if pretrained:
-        state = torch.load(weights_path(), map_location="cpu", weights_only=True)
+        # the package's .pth inside site-packages, not a user's file; weights_only refuses anything but tensors
+        state = torch.load(weights_path(), map_location="cpu", weights_only=True)  # pickle-ok: tensors only
         model.load_state_dict(_from_efficientnet_pytorch(state), strict=True)
     return model.eval()
 
