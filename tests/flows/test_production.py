@@ -25,6 +25,15 @@ def test_encode_then_search_and_the_index_follows_the_champion_only_after_its_re
     assert f"encoded definitions:test with {MODEL} v1 (@champion) (openvino): {ROWS} rows" in first.stdout
     assert "index sbert_sts-smoke-definitions-test v1" in first.stdout and "passed" in first.stdout
     assert "sbert_sts-smoke-definitions-test@serving: v- -> v1" in first.stdout
+    # the vectors are a versioned artifact of the encode's MLflow run, manifest and chunks
+    client = ws.client()
+    (encoded,) = client.search_runs([client.get_experiment_by_name("paperline-embeddings").experiment_id],
+                                    filter_string=f"tags.`paperline.embeddings.model` = '{MODEL}' and "
+                                                  "tags.`paperline.embeddings.model_version` = '1'",
+                                    order_by=["attributes.start_time DESC"], max_results=1)
+    stored = {f.path for f in client.list_artifacts(encoded.info.run_id, "vectors")}
+    stored |= {f.path for f in client.list_artifacts(encoded.info.run_id, "vectors/chunks")}
+    assert {"vectors/manifest.json", "vectors/chunks/00000.npy", "vectors/chunks/00000.tsv"} <= stored, stored
 
     found = ws.paperline("search", "sbert_sts-smoke-definitions-test@serving", "a large animal with a trunk", "-k", "3")
     assert found.returncode == 0, found.stdout + found.stderr

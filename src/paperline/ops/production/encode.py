@@ -5,8 +5,9 @@ under that version and the data version (`paperline.ml.embedding_store`): a cham
 changes vectors already written, and a store of v7 is never extended with v8's vectors. The corpus is streamed in
 chunks (`paperline.data.corpus`), so memory is one chunk of texts and vectors plus the model; a rerun after a
 kill resumes from the last finished chunk. Each encode is an MLflow run in the `paperline-embeddings` experiment
-(model, version, data version, corpus, backend, rows per second, the manifest), so every set of vectors is found
-from the model version it came from.
+(model, version, data version, corpus, backend, rows per second) whose artifact `vectors/` is the store itself
+(the manifest and every chunk), so every set of vectors is versioned and found from the model version it came
+from.
 
 Backends (`paperline.ops.production.defaults`, measured in bench/results/batch_encode.md): `openvino` (the default
 where `paperline[openvino]` is installed: bf16 on CPUs with native bf16, else f32; PyTorch's embeddings to cosine
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 CHUNK_ROWS = 8192  # rows per chunk: about 12 MB of 384-d vectors, and at most a few minutes lost to a kill
+VECTORS_ARTIFACT = "vectors"
 EXPERIMENT = "paperline-embeddings"
 BATCH_SIZE = 64
 
@@ -185,7 +187,9 @@ def encode_corpus(settings: Settings, client, model_spec: str, corpus: CorpusSpe
         store.finish(time.perf_counter() - started)
         mlflow.log_metrics({"rows": store.rows, **stats,
                             "rows_per_second": stats["rows_encoded"] / max(stats["encode_seconds"], 1e-9)})
-        mlflow.log_artifact(str(folder / "manifest.json"))
+        # the versioned artifact: the manifest and every chunk, under the run of the model version they came from
+        # (the workspace copy is the working one; the artifact store keeps it when the workspace is gone)
+        mlflow.log_artifacts(str(folder), artifact_path=VECTORS_ARTIFACT)
     return EncodeResult(model, corpus.describe(), version.md5, backend, folder, store.rows,
                         int(stats["rows_encoded"]), int(stats["rows_skipped"]), stats["encode_seconds"],
                         run.info.run_id)
