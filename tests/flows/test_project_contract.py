@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 # Projects whose own flow test runs their smoke config and calls `check_contract` on it (one smoke run each).
 OWN_FLOW_TEST = {"classical_baselines": "test_leaderboard_flow.py", "defsent_plus": "test_defsent_plus_flow.py",
                  "matryoshka_2d": "test_matryoshka_flow.py", "multicsr": "test_multicsr_flow.py",
-                 "uni_encoder": "test_uni_encoder_flow.py"}
+                 "pixel_linguist": "test_pixel_linguist_flow.py", "uni_encoder": "test_uni_encoder_flow.py",
+                 "visually_grounded": "test_visually_grounded_flow.py"}
 PROJECTS = sorted(set(discover(REPO / "projects")) - set(OWN_FLOW_TEST))
 
 

@@ -41,6 +41,11 @@ TASKS: dict[str, Task] = {
                                label="reverse dictionary on WordNet definitions/test: MRR, top-10 accuracy"),
     "response-selection": Task(test="test_r10_at_1", dev="dev_r10_at_1", extra=("test_r10_at_2", "test_mrr"),
                                label="response selection on dialogues, 10 candidates: R10@1, R10@2, MRR"),
+    "image-text-retrieval": Task(test="test_mean_recall", dev="dev_mean_recall",
+                                 extra=("test_caption_to_image_recall_at_5", "test_image_to_caption_recall_at_5",
+                                        "stsb_test_spearman"),
+                                 label="caption <-> picture retrieval on captioned_images/test: mean of recall@1/5/10 "
+                                       "both ways x100, recall@5 each way, STS-B Spearman of the caption side"),
 }
 
 # Config keys worth a column, by their last dotted part; the first found of each is shown.
