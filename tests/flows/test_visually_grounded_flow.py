@@ -116,3 +116,22 @@ def _serve_and_predict(workspace, model_uri: str, payload: dict) -> dict:
         except ProcessLookupError:  # it had exited already
             pass
         server.wait(timeout=30)
+
+
+def test_a_corrupted_picture_stops_the_run_at_the_gate_in_one_line_and_nothing_trains(workspace):
+    # the first train picture cut to half its bytes: replaced, not written into (pictures are hard-linked copies)
+    listing = (workspace.root / "data" / "captioned_images" / "train.tsv").read_text().splitlines()
+    image = listing[1].split("\t")[listing[0].split("\t").index("image")]
+    picture = workspace.root / "data" / "captioned_images" / image
+    damaged = picture.read_bytes()[: picture.stat().st_size // 2]
+    picture.unlink()
+    picture.write_bytes(damaged)
+    subprocess.run([str(BIN / "dvc"), "add", "-q", "data"], cwd=workspace.root, env=workspace.env, check=True)
+
+    result = workspace.paperline("run", "visually_grounded", "--config", "smoke")
+    assert result.returncode == 3, result.stdout[-2000:] + result.stderr[-2000:]
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("paperline: error:")]
+    assert error.startswith("paperline: error: data gate failed: captioned_images/train:"), error
+    assert error.count("captioned_images/") == 1 and image in error and "does not decode" in error, error
+    assert "Traceback" not in result.stderr
+    assert workspace.client().search_registered_models() == []  # nothing trained, nothing registered
