@@ -348,3 +348,51 @@ def test_a_file_that_is_not_utf8_is_a_gate_failure_naming_the_file_and_line(tmp_
     assert f"{folder / 'dev.tsv'} is not UTF-8 text: byte 0xe4 on line 6" in failure.detail
     assert "guit\ufffdr" in failure.sample_rows[0]["text"]
     assert outcome.results[0].split_rows == {"train": 40, "dev": 0}
+
+
+def _stsb_folder(tmp_path):
+    folder = tmp_path / "stsb"
+    folder.mkdir()
+    for name, frame in {"train": stsb_frame(40), "dev": stsb_frame(20, first_id=100)}.items():
+        frame.to_csv(folder / f"{name}.tsv", sep="\t", index=False)
+    return folder
+
+
+def _gate_dev(folder):
+    from paperline.core.config import DatasetUse, ProjectConfig
+    from paperline.data.datasets import DatasetRef
+    from paperline.data.quality import gate_datasets
+
+    cfg = ProjectConfig(data={"stsb": DatasetUse(kind="scored_pairs", splits=["train", "dev"])})
+    outcome = gate_datasets({"stsb": DatasetRef("stsb", "scored_pairs", folder, "v")}, cfg)
+    assert not outcome.passed
+    (failure,) = outcome.results[0].failures
+    assert failure.split == "dev" and failure.expectation == "file_is_tab_separated"
+    assert outcome.results[0].split_rows == {"train": 40, "dev": 0}
+    return failure
+
+
+def test_a_quoted_field_the_file_ends_inside_is_a_gate_failure_naming_the_line_it_starts_on(tmp_path):
+    """pandas says `EOF inside string starting at row 7` (records, from 0); the gate names the line an editor
+    shows, after a quoted field that holds newlines."""
+    folder = _stsb_folder(tmp_path)
+    lines = (folder / "dev.tsv").read_text().splitlines()
+    lines[2] = lines[2].rsplit("\t", 1)[0] + '\t"A two-line\nquoted sentence."'  # a valid quoted field
+    lines[7] = lines[7].rsplit("\t", 1)[0] + '\t"cut short'  # a quote that the file never closes
+    (folder / "dev.tsv").write_text("\n".join(lines[:8]))
+    failure = _gate_dev(folder)
+    assert f"{folder / 'dev.tsv'} cannot be read as tab-separated text: the quoted field that starts on line 9 " \
+           "is never closed" in failure.detail
+    assert failure.sample_rows == [{"line": 9, "text": lines[7]}]
+    assert "EOF" not in failure.detail
+
+
+def test_a_line_with_more_fields_than_the_header_or_an_empty_file_is_a_gate_failure(tmp_path):
+    folder = _stsb_folder(tmp_path)
+    lines = (folder / "dev.tsv").read_text().splitlines()
+    lines[4] += "\tstray"
+    (folder / "dev.tsv").write_text("\n".join(lines) + "\n")
+    failure = _gate_dev(folder)
+    assert "line 5 has 6 fields where the header has 5" in failure.detail and failure.sample_rows[0]["line"] == 5
+    (folder / "dev.tsv").write_text("")
+    assert f"{folder / 'dev.tsv'} is empty" in _gate_dev(folder).detail

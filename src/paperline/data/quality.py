@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from paperline.data.datasets import DatasetRef, read_frame
-from paperline.data.gate_findings import SAMPLE_ROWS, failure, outcome, percent, sample_rows, shown
+from paperline.data.gate_findings import SAMPLE_ROWS, failure, outcome, percent, sample_rows
 from paperline.data.kinds import DataKind, RowKey, get_kind
 from paperline.data.quality_report import (
     ExpectationFailure,
@@ -47,6 +47,7 @@ from paperline.data.quality_report import (
     GateResult,
 )
 from paperline.data.shrink import shrink_expectation
+from paperline.data.unreadable import read_errors, unreadable_split
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -119,7 +120,7 @@ def gate_splits(
 ) -> GateResult:
     """Validate every split of ``dataset`` as data of ``kind``; never raises for bad data, only for bad arguments
     (an unknown kind is an ``UnknownKindError``). ``unreadable`` holds the splits whose file could not be read
-    as text (see ``read_split_file``): each is a failed expectation of the result. ``min_rows`` raises the row
+    (see ``read_split_file``): each is a failed expectation of the result. ``min_rows`` raises the row
     floor of named splits (a project card's bound for its dataset: a split cut to 10 rows must not train).
     ``previous_rows`` holds each split's row count in the last version that passed the gate: a split that lost
     more than ``max_shrink_fraction`` of them fails, unless ``allow_shrink`` (the config says the cut is meant).
@@ -377,20 +378,10 @@ def gate_files(files: list[tuple[str, str, Path, str]]) -> GateOutcome:
 
 
 def read_split_file(path: Path, kind: str, split: str) -> tuple[pd.DataFrame | None, ExpectationFailure | None]:
-    """The split's frame, or, for a file that is not UTF-8 text, the gate's failure naming the file and the first
-    bad line (with that line shown, its bad bytes replaced), so the run stops at the gate and not in a reader."""
+    """The split's frame, or, for a file the reader cannot read (not UTF-8, a quoted field never closed, a line
+    with more fields than the header, empty), the gate's failure naming the file and the line
+    (`paperline.data.unreadable`), so the run stops at the gate and not in a reader."""
     try:
         return read_frame(path, kind), None
-    except UnicodeDecodeError:
-        raw = path.read_bytes()
-        try:  # the reader's error counts from its buffer, not the file: find the first bad byte in the file
-            raw.decode("utf-8")
-            raise
-        except UnicodeDecodeError as error:
-            start = error.start
-        line = raw.count(b"\n", 0, start) + 1
-        text = raw.split(b"\n")[line - 1].decode("utf-8", errors="replace")
-        detail = (f"{path} is not UTF-8 text: byte 0x{raw[start]:02x} on line {line} cannot be decoded; "
-                  "re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`) and add it as a new version")
-        return None, ExpectationFailure(split=split, expectation="file_is_utf8_text", column=None, detail=detail,
-                                        sample_rows=[{"line": line, "text": shown(text)}])
+    except read_errors() as error:
+        return None, unreadable_split(path, split, error)
