@@ -17,7 +17,6 @@ from contextlib import ExitStack
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.exceptions import TerminationSignal
 from prefect.states import Failed
 
 from paperline.ops.runs.summary import GateFailure, RunSummary
@@ -29,7 +28,10 @@ from paperline_flows.approval import wait_for_approval
 from paperline_flows.tasks import register
 
 
-@flow(name="paperline-run", flow_run_name=dashboard.flow_run_name)
+# Not persisted: nothing reads a flow's result back from storage (the CLI and a parent flow read the returned
+# state in their own process, `paperline run --on` submits without waiting, the dashboard reads artifacts),
+# and Prefect's default serializer for it would be a pickle in the workspace (docs/reliability.md).
+@flow(name="paperline-run", flow_run_name=dashboard.flow_run_name, persist_result=False)
 def run_project(project_name: str, config_name: str = "default", overrides: list[str] | None = None):
     """Run one project's pipeline; returns the RunSummary, or a Failed state holding a GateFailure when a gate
     stops it."""
@@ -42,7 +44,6 @@ def run_project(project_name: str, config_name: str = "default", overrides: list
                          flow_run_url=lineage.flow_run_url)
     training = pipeline.plan_training(plan.settings, project.name, config_name, plan.overrides, plan.refs,
                                       plan.models)  # a generating method's is planned again with its files
-    key = training.key
     run_tags = {**lineage.tags(), **views.source_tags(lineage.git_commit)}  # MLflow's Source and Git commit
     with tracking.start_run(plan.experiment_id, dashboard.mlflow_run_name(project.name, config_name),
                             run_tags) as run, ExitStack() as held:
@@ -51,24 +52,21 @@ def run_project(project_name: str, config_name: str = "default", overrides: list
                                                          run.info.run_id)
         # The run's lock lives as long as this process: the next start tells a dead run from a live one by it.
         held.enter_context(store.hold(f"run:{run.info.run_id}"))
-        started = store.record_lineage(**lineage.record(status="running", mlflow_run_id=run.info.run_id,
-                                                        gate_passed=None, cache_key=key))
-        tracking.log_config(plan.cfg, plan.models)
-        gate = pipeline.gate(plan)
-
-        def record(status: str, **fields) -> None:  # `key` as it is when called: generated data changes it
-            store.update_lineage(started.id, **lineage.record(status=status, mlflow_run_id=summary.mlflow_run_id,
-                                                              gate_passed=gate.passed, cache_key=key, **fields))
+        # From here the lineage row exists: any exception below (Ctrl-C too) closes it `failed`/`interrupted`.
+        row = held.enter_context(pipeline.LineageRow.opened(store, lineage, run.info.run_id, training.key))
 
         def stopped_by(which: str) -> Failed:
             failure = GateFailure(which, gate.summary_lines())
             events.gate_failed(project.name, config_name, failure, summary.mlflow_run_id, summary.flow_run_url,
                                summary.flow_run_id)
-            record("gate-failed")
+            row.close("gate-failed")
             tracking.set_status("gate-failed")
             tracking.end_run_failed()
             return Failed(message=failure.message, data=failure)
 
+        tracking.log_config(plan.cfg, plan.models)
+        gate = pipeline.gate(plan)
+        row.gate_passed = gate.passed
         if not gate.passed:
             return stopped_by("data gate")
         if project.generates():  # the method writes its own training data: a dataset version of its own
@@ -77,31 +75,24 @@ def run_project(project_name: str, config_name: str = "default", overrides: list
                 return stopped_by("the gate over the generated data")
             training = pipeline.plan_training(plan.settings, project.name, config_name, plan.overrides,
                                               plan.refs, plan.models, generated)
-            key = training.key
+            row.cache_key = training.key
         # One registration per cache key: a concurrent run of the same unchanged project waits here, then finds
         # the first one's cached results and registered version instead of registering the same model twice.
-        if not held.enter_context(store.hold(f"cache:{project.name}:{key}", wait=False)):
+        if not held.enter_context(store.hold(f"cache:{project.name}:{training.key}", wait=False)):
             get_run_logger().info("another run of this project, config and data is training: waiting for it")
-            held.enter_context(store.hold(f"cache:{project.name}:{key}"))
-        try:
-            trained = pipeline.train_and_evaluate(training)
-            summary.metrics, summary.cache_hit = trained.metrics, trained.cache_hit
-            dashboard.publish_tables(project.name, trained.evaluation)
-            register(plan.services.registry, plan.services.policy, project, trained.model, key, lineage, summary,
-                     plan.comparison_plan())
-            events.registered(plan.services.registry, summary)  # promoted, refused or approval-pending
-            if summary.approval == "pending":  # the policy asks a person: this run pauses for the answer
-                wait_for_approval(plan.services.registry, summary, plan.services.policy)
-            summary.status = "cached" if summary.cache_hit else "registered"
-            tracking.set_status(summary.status)
-        except BaseException as error:  # the run's lineage says how it ended, whatever ended it (Ctrl-C too)
-            # Prefect turns SIGTERM into TerminationSignal inside a flow; the CLI then stops as for Ctrl-C
-            status = "interrupted" if isinstance(error, (KeyboardInterrupt, TerminationSignal)) else "failed"
-            record(status, details={"error": str(error) or type(error).__name__})
-            tracking.record_error(error, status)
-            raise
-        record(summary.status, model_version=summary.model_version,
-               details={"metrics": summary.metrics, "decision": summary.decision})
+            held.enter_context(store.hold(f"cache:{project.name}:{training.key}"))
+        trained = pipeline.train_and_evaluate(training)
+        summary.metrics, summary.cache_hit = trained.metrics, trained.cache_hit
+        dashboard.publish_tables(project.name, trained.evaluation)
+        register(plan.services.registry, plan.services.policy, project, trained.model, training.key, lineage,
+                 summary, plan.comparison_plan())
+        events.registered(plan.services.registry, summary)  # promoted, refused or approval-pending
+        if summary.approval == "pending":  # the policy asks a person: this run pauses for the answer
+            wait_for_approval(plan.services.registry, summary, plan.services.policy)
+        summary.status = "cached" if summary.cache_hit else "registered"
+        tracking.set_status(summary.status)
+        row.close(summary.status, model_version=summary.model_version,
+                  details={"metrics": summary.metrics, "decision": summary.decision})
         pipeline.remove_checkpoints(training.ctx.workdir)
     summary.elapsed_s = time.monotonic() - started_at
     create_markdown_artifact(key=views.artifact_key(project.name, "run-summary"),

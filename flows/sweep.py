@@ -15,6 +15,8 @@ cluster beyond one machine.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -30,7 +32,10 @@ from paperline_flows.run_project import run_project
 from paperline_flows.task_runners import gpu_options, make_task_runner
 
 
-@flow(name="paperline-sweep")
+# Not persisted: nothing reads a flow's result (a SweepSummary) back from storage (the CLI and a parent flow read the returned
+# state in their own process, `paperline run --on` submits without waiting, the dashboard reads artifacts),
+# and Prefect's default serializer for it would be a pickle in the workspace (docs/reliability.md).
+@flow(name="paperline-sweep", persist_result=False)
 def sweep(project_name: str, config_name: str = "default", grid: dict[str, list[str]] | None = None,
           overrides: list[str] | None = None, runner: str = "thread", workers: int = 2, gpus_per_trial: float = 0):
     """Run every trial of `grid` (see paperline.ops.runs.sweep_grid) through `runner`; register the best.
@@ -47,7 +52,8 @@ def sweep(project_name: str, config_name: str = "default", grid: dict[str, list[
     project, lineage, services = plan.project, plan.lineage, plan.services
     metric = project.card.primary_metric
     with tracking.start_run(plan.experiment_id, f"{project.name}-{config_name}-sweep",
-                            {**lineage.tags(), tags.SWEEP: "parent", tags.SWEEP_RUNNER: str(spec)}) as parent:
+                            {**lineage.tags(), tags.SWEEP: "parent", tags.SWEEP_RUNNER: str(spec)}) as parent, \
+            _closed_on_error(plan, parent.info.run_id) as trials:
         tracking.log_params({"sweep.trials": len(specs), "sweep.runner": str(spec),
                              **{f"sweep.sweep_grid.{k}": ",".join(v) for k, v in axes.items()},
                              **{f"sweep.override.{i}": o for i, o in enumerate(base)}})
@@ -67,6 +73,7 @@ def sweep(project_name: str, config_name: str = "default", grid: dict[str, list[
             services.client, plan.experiment_id, parent.info.run_id, sweep_grid.trial_name(i, params, keys),
             {**lineage.tags(), tags.SWEEP: "trial", tags.SWEEP_TRIAL: str(i),
              **{tags.SWEEP_PARAM_PREFIX + k: v for k, v in params.items()}})) for i, params in enumerate(specs)]
+        trials.extend(results)
         logger.info(f"{len(specs)} trials on {spec} ({', '.join(keys)})")
         outcomes: dict[int, pipeline.Trained] = {}
         with make_task_runner(spec, workers) as task_runner, gpu_options(spec, gpus_per_trial):
@@ -116,6 +123,27 @@ def sweep(project_name: str, config_name: str = "default", grid: dict[str, list[
             tracking.end_run_failed()
             return Failed(message=reason, data=summary)
     return summary
+
+
+@contextmanager
+def _closed_on_error(plan: pipeline.RunPlan, parent_run_id: str) -> Iterator[list[sweep_grid.TrialResult]]:
+    """However an exception ends the sweep (a gate that crashes, Ctrl-C, a registration that fails), no MLflow run
+    is left RUNNING and the lineage says how it ended: every trial run still open ends FAILED with the error, the
+    parent run gets the error and a lineage row `failed` or `interrupted`. Yields the list the sweep adds its
+    trials to once their runs exist."""
+    trials: list[sweep_grid.TrialResult] = []
+    try:
+        yield trials
+    except BaseException as error:
+        status, text = pipeline.ending_status(error), str(error) or type(error).__name__
+        client = plan.services.client
+        for trial in trials:
+            if client.get_run(trial.run_id).info.status == "RUNNING":
+                tracking.mark_failed(client, trial.run_id, text)
+        plan.services.store.record_lineage(**plan.lineage.record(
+            status=status, mlflow_run_id=parent_run_id, gate_passed=None, cache_key="", details={"error": text}))
+        tracking.record_error(error, status)
+        raise
 
 
 def main() -> None:
