@@ -15,7 +15,9 @@ from prefect import flow
 from prefect.artifacts import create_table_artifact
 
 
-@flow(name="paperline-leaderboard", flow_run_name="leaderboard-{task}", validate_parameters=False)
+# Not persisted: the CLI reads the key from the returned state in its own process; Prefect would pickle it.
+@flow(name="paperline-leaderboard", flow_run_name="leaderboard-{task}", validate_parameters=False,
+      persist_result=False)
 def publish(task: str, records: list[dict[str, Any]], description: str = "") -> str:
     """Create the table artifact; returns its key. Missing values are shown as '-'."""
     key = f"leaderboard-{task}"

@@ -68,7 +68,9 @@ def _report(registry: ModelRegistry, name: str, title: str, before: dict[str, st
     create_markdown_artifact(key=artifact_key(name), markdown="\n".join(lines), description=title)
 
 
-@flow(name="paperline-promote", flow_run_name="promote-{model_name}-v{version}")
+# Neither flow's result is persisted: its outcome is the audit row and the artifact; the returned text is read
+# only from the state in the calling process (Prefect would pickle it in the result store).
+@flow(name="paperline-promote", flow_run_name="promote-{model_name}-v{version}", persist_result=False)
 def promote_model(model_name: str, version: str, reason: str, force: bool = False):
     """Make a registered model version the champion, checked by the promotion policy and audited.
 
@@ -101,7 +103,7 @@ def promote_model(model_name: str, version: str, reason: str, force: bool = Fals
     return f"v{event.new_version}"
 
 
-@flow(name="paperline-rollback", flow_run_name="rollback-{model_name}")
+@flow(name="paperline-rollback", flow_run_name="rollback-{model_name}", persist_result=False)
 def rollback_model(model_name: str, reason: str):
     """Give `champion` back to the previous champion of a registered model (audited).
 

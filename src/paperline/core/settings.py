@@ -110,7 +110,9 @@ def quiet_environment(settings: Settings) -> None:
         # Prefect's server analytics write to its SQLite database from a second thread and print
         # "database is locked" tracebacks; nobody reads them locally.
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+        # Only the cached steps persist their results, each saying so with the checked JSON serializer
+        # (paperline_flows.tasks); a flow or task that does not say would be pickled into the workspace.
+        "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false",
         "PREFECT_LOCAL_STORAGE_PATH": str(settings.results_dir),
         # the training set's token ids, kept per dataset version and tokenizer (paperline.ml.token_cache)
         "PAPERLINE_TOKEN_CACHE": str(settings.workspace / "cache" / "tokens"),
