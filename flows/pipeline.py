@@ -267,7 +267,9 @@ def gate(plan: RunPlan) -> GateOutcome:
     outcome = verified(data_gate.with_options(result_storage=settings.results_dir), key)(
         plan.refs, cfg, floors, key, previous, limits)
     compared = plan.comparison_plan()
-    if compared is not None:  # the evaluation suite against what this config trains on: reported, never failing
+    # the evaluation suite against what this config trains on: reported, never failing; only over data that
+    # passed (the notes read the splits again, and a split the gate refused may not even parse)
+    if compared is not None and outcome.passed:
         outcome.notes = contamination_notes(compared)
         for note in outcome.notes:
             get_run_logger().info(note)
