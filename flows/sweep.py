@@ -32,9 +32,9 @@ from paperline_flows.run_project import run_project
 from paperline_flows.task_runners import gpu_options, make_task_runner
 
 
-# Not persisted: nothing reads a flow's result (a SweepSummary) back from storage (the CLI and a parent flow read the returned
-# state in their own process, `paperline run --on` submits without waiting, the dashboard reads artifacts),
-# and Prefect's default serializer for it would be a pickle in the workspace (docs/reliability.md).
+# Not persisted: nothing reads the SweepSummary back from storage (the CLI reads the returned state in its own
+# process, the dashboard reads artifacts), and Prefect's default serializer for it would be a pickle in the
+# workspace (docs/reliability.md).
 @flow(name="paperline-sweep", persist_result=False)
 def sweep(project_name: str, config_name: str = "default", grid: dict[str, list[str]] | None = None,
           overrides: list[str] | None = None, runner: str = "thread", workers: int = 2, gpus_per_trial: float = 0):
