@@ -327,6 +327,7 @@ try:
     init_distributed()
     rank_progress.record(step=3)
     if os.environ["RANK"] == "1":
+        open(sys.argv[1], "w").write(str(time.time()))
         raise ValueError("boom")
     time.sleep(0.5)
     barrier()  # rank 0 waits here for a rank that will never come
@@ -339,10 +340,11 @@ def test_a_rank_that_raises_ends_the_job_at_once_with_its_rank_in_the_failures(t
     script, failures, progress = tmp_path / "rank.py", tmp_path / "failures.json", tmp_path / "ranks"
     script.write_text(RAISING_RANK)
     env = {**os.environ, "OMP_NUM_THREADS": "1", rank_progress.PROGRESS_ENV: str(progress)}
-    started = time.monotonic()
-    job = subprocess.run(torchrun.command(failures, ["--standalone", "--nproc-per-node", "2", str(script)]), env=env,
-                         capture_output=True, text=True, timeout=120)
-    took = time.monotonic() - started
+    raised_at = tmp_path / "raised-at"
+    job = subprocess.run(torchrun.command(failures, ["--standalone", "--nproc-per-node", "2", str(script),
+                                                     str(raised_at)]), env=env, capture_output=True, text=True,
+                         timeout=300)
+    took = time.time() - float(raised_at.read_text())  # from the error to torchrun's exit, not counting start-up
     assert job.returncode == 1, job.stderr[-3000:]
     assert "ChildFailedError" not in job.stderr  # written down, not torchrun's traceback and table
     rows, records = torchrun.read_failures(failures), rank_progress.read_all(progress)
@@ -351,7 +353,8 @@ def test_a_rank_that_raises_ends_the_job_at_once_with_its_rank_in_the_failures(t
     assert line == (f"rank 1 of 2 failed at step 3 (ValueError: boom; traceback in {progress / 'rank-1.traceback'}); "
                     "no checkpoint was complete yet: rerun the same command to start over on every rank"), line
     assert "Traceback" not in job.stderr and "ValueError: boom" in (progress / "rank-1.traceback").read_text()
-    assert took < 60, took  # no wait for the collective's timeout
+    print(f"the job ended {took:.1f} s after rank 1 raised")
+    assert took < 40, took  # no wait for the collective timeout (600 s); measured 13.7 s on this loaded 2-core machine
 
 
 def test_the_collective_timeout_is_a_positive_number_of_seconds(monkeypatch):
