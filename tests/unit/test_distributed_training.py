@@ -315,6 +315,8 @@ def test_the_line_names_the_rank_that_died_not_the_one_that_lost_its_peer(tmp_pa
     assert torchrun.describe([{"rank": 1, "exitcode": -9, "signal": "SIGKILL"}], {}, 2) == (
         "rank 1 of 2 died (signal SIGKILL) before training started: rerun the same command")
     assert torchrun.describe([], progress, 2) is None  # torchrun's own failure: its last lines say why
+    progress[1] |= {"error": "checkpoint x is corrupted; delete x", "paperline": True}  # its own line says what to do
+    assert torchrun.describe(failures, progress, 2) == "rank 1 of 2: checkpoint x is corrupted; delete x"
 
 
 RAISING_RANK = """

@@ -5,7 +5,12 @@ A config asks for it with `nproc_per_node` in a training section (`FitSection`; 
 writes a job spec (JSON: repository root, project, config name and overrides, the datasets with their DVC md5,
 the run's workdir and upstream models, where the result goes) and runs
 
-    python -m torch.distributed.run --standalone --nproc-per-node N -m paperline.project.distributed_job SPEC
+    python -m paperline.project.torchrun --failures <workdir>/torchrun-failures.json --monitor-interval 1.0 \
+        --standalone --nproc-per-node N -m paperline.project.distributed_job SPEC
+
+(torchrun, run in-process by `paperline.project.torchrun` so that a failed rank is written down and told in one
+line: which rank, its step, the checkpoint the rerun resumes from; every rank records its progress under
+<workdir>/torchrun-ranks/, paperline.ml.rank_progress).
 
 Every rank loads the project and config named in the spec and calls the method's `train` inside the process
 group (nccl on CUDA, gloo on the CPU; `paperline.ml.training.fit` runs DistributedDataParallel); rank 0 writes
