@@ -278,3 +278,95 @@ def test_a_job_spec_for_a_multi_node_run_is_written_from_the_config(tmp_path, mo
     assert Path(spec.workdir) == (tmp_path / "ws").resolve() / "runs" / "torchrun-sbert_sts-smoke"
     code = dj.main(["--write-spec", str(spec_path), "cross_encoder_sts", "--config", "smoke", "train.nproc_per_node=2"])
     assert code == 2 and "not rank-safe" in capsys.readouterr().err
+
+
+# ---- a rank that dies or raises: which rank, at which step, and what the rerun resumes from --------------------
+
+from paperline.ml import rank_progress  # noqa: E402
+from paperline.project import torchrun  # noqa: E402
+
+
+def _checkpoint(folder: Path, step: int, complete: bool = True) -> None:
+    (folder / f"checkpoint-{step}").mkdir(parents=True)
+    if complete:
+        (folder / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+        (folder / f"checkpoint-{step}" / MANIFEST).write_text("{}")
+
+
+def test_the_line_names_the_rank_that_died_not_the_one_that_lost_its_peer(tmp_path, monkeypatch):
+    monkeypatch.setattr("paperline.ml.checkpoints.check_checkpoint", lambda path: None)  # no real weights here
+    out = tmp_path / "sts"
+    _checkpoint(out, 4)
+    _checkpoint(out, 8, complete=False)  # the save the kill cut short is not what the rerun resumes from
+    common = {"world_size": 2, "output_dir": str(out), "required": [MANIFEST]}
+    progress = {0: {**common, "rank": 0, "step": 7, "error": "DistBackendError: Connection closed by peer",
+                    "peer_lost": True},
+                1: {**common, "rank": 1, "step": 8}}
+    failures = [{"rank": 0, "exitcode": 1, "signal": None}, {"rank": 1, "exitcode": -9, "signal": "SIGKILL"}]
+    assert torchrun.describe(failures, progress, 2) == (
+        "rank 1 of 2 died (signal SIGKILL) at step 8; the checkpoint of step 4 is kept: rerun the same command to "
+        "resume on every rank")
+    # a rank that raised; the other was stopped by torchrun (SIGTERM is a consequence, not a cause)
+    progress[1] |= {"error": "ValueError: boom", "traceback": "/w/rank-1.traceback"}
+    failures = [{"rank": 0, "exitcode": -15, "signal": "SIGTERM"}, {"rank": 1, "exitcode": 1, "signal": None}]
+    assert torchrun.describe(failures, progress, 2) == (
+        "rank 1 of 2 failed at step 8 (ValueError: boom; traceback in /w/rank-1.traceback); the checkpoint of step 4 "
+        "is kept: rerun the same command to resume on every rank")
+    assert torchrun.describe([{"rank": 1, "exitcode": -9, "signal": "SIGKILL"}], {}, 2) == (
+        "rank 1 of 2 died (signal SIGKILL) before training started: rerun the same command")
+    assert torchrun.describe([], progress, 2) is None  # torchrun's own failure: its last lines say why
+    progress[1] |= {"error": "checkpoint x is corrupted; delete x", "paperline": True}  # its own line says what to do
+    assert torchrun.describe(failures, progress, 2) == "rank 1 of 2: checkpoint x is corrupted; delete x"
+
+
+RAISING_RANK = """
+import os, sys, time
+from paperline.ml import rank_progress
+from paperline.ml.training import barrier, init_distributed
+from paperline.project.distributed_job import _report_rank_error
+
+try:
+    init_distributed()
+    rank_progress.record(step=3)
+    if os.environ["RANK"] == "1":
+        open(sys.argv[1], "w").write(str(time.time()))
+        raise ValueError("boom")
+    time.sleep(0.5)
+    barrier()  # rank 0 waits here for a rank that will never come
+except Exception as exc:
+    sys.exit(_report_rank_error(exc))  # what distributed_job.main does with an error in a rank
+"""
+
+
+def test_a_rank_that_raises_ends_the_job_at_once_with_its_rank_in_the_failures(tmp_path):
+    script, failures, progress = tmp_path / "rank.py", tmp_path / "failures.json", tmp_path / "ranks"
+    script.write_text(RAISING_RANK)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", rank_progress.PROGRESS_ENV: str(progress)}
+    raised_at = tmp_path / "raised-at"
+    job = subprocess.run(torchrun.command(failures, ["--standalone", "--nproc-per-node", "2", str(script),
+                                                     str(raised_at)]), env=env, capture_output=True, text=True,
+                         timeout=300)
+    took = time.time() - float(raised_at.read_text())  # from the error to torchrun's exit, not counting start-up
+    assert job.returncode == 1, job.stderr[-3000:]
+    assert "ChildFailedError" not in job.stderr  # written down, not torchrun's traceback and table
+    rows, records = torchrun.read_failures(failures), rank_progress.read_all(progress)
+    assert torchrun.cause(rows, records)["rank"] == 1, (rows, records)
+    line = torchrun.describe(rows, records, 2)
+    assert line == (f"rank 1 of 2 failed at step 3 (ValueError: boom; traceback in {progress / 'rank-1.traceback'}); "
+                    "no checkpoint was complete yet: rerun the same command to start over on every rank"), line
+    assert "Traceback" not in job.stderr and "ValueError: boom" in (progress / "rank-1.traceback").read_text()
+    print(f"the job ended {took:.1f} s after rank 1 raised")
+    assert took < 40, took  # no wait for the collective timeout (600 s); measured 13.7 s on this loaded 2-core machine
+
+
+def test_the_collective_timeout_is_a_positive_number_of_seconds(monkeypatch):
+    from paperline.ml.training import collective_timeout
+
+    monkeypatch.delenv("PAPERLINE_COLLECTIVE_TIMEOUT", raising=False)
+    assert collective_timeout() == 600
+    monkeypatch.setenv("PAPERLINE_COLLECTIVE_TIMEOUT", "90")
+    assert collective_timeout() == 90
+    for bad in ("0", "-1", "soon"):
+        monkeypatch.setenv("PAPERLINE_COLLECTIVE_TIMEOUT", bad)
+        with pytest.raises(ConfigError, match="PAPERLINE_COLLECTIVE_TIMEOUT"):
+            collective_timeout()

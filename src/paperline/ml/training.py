@@ -26,6 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from paperline.ml import rank_progress
 from paperline.ml.checkpoints import (
     LOSS_STATE,
     MANIFEST,
@@ -74,6 +75,32 @@ def _env_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
 
+# How long a collective (a barrier, DDP's gradient all-reduce) waits for the other ranks before it fails. torch's
+# default is 30 min on gloo (10 on nccl). A rank that *dies* is noticed by torchrun within its monitor interval and
+# the others are stopped; this bound is for a rank that stays alive but never arrives (hung on a dead disk, or on
+# another node whose agent has not noticed), where the survivors would otherwise wait the full half hour. 600 s is
+# well above the longest legitimate wait here (rank 0 building the token cache or saving a checkpoint while the
+# others wait at a barrier: seconds to a few minutes on a large training set); raise it for slower storage.
+COLLECTIVE_TIMEOUT_ENV, DEFAULT_COLLECTIVE_TIMEOUT = "PAPERLINE_COLLECTIVE_TIMEOUT", 600.0
+
+
+def collective_timeout() -> float:
+    """Seconds a collective waits: $PAPERLINE_COLLECTIVE_TIMEOUT, else 600."""
+    raw = os.environ.get(COLLECTIVE_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_COLLECTIVE_TIMEOUT
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        from paperline.core.config import ConfigError
+
+        raise ConfigError(f"{COLLECTIVE_TIMEOUT_ENV}={raw!r} is not a positive number of seconds; "
+                          f"unset it for the default {DEFAULT_COLLECTIVE_TIMEOUT:.0f}")
+    return seconds
+
+
 def init_distributed() -> bool:
     """Join torchrun's process group once (nccl on CUDA, gloo otherwise); False when not launched by torchrun.
 
@@ -88,7 +115,10 @@ def init_distributed() -> bool:
     if not dist.is_initialized():
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        from datetime import timedelta
+
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo",
+                                timeout=timedelta(seconds=collective_timeout()))
     return True
 
 
@@ -352,9 +382,14 @@ def fit(model: Any, train_dataset: Any, loss: Any, settings: TrainSettings) -> T
     resumed_step = int(json.loads((resume_from / "trainer_state.json").read_text())["global_step"]) if resume_from else 0
     if resume_from and own_weights:
         _load_loss_state(loss, model, resume_from)
+    # under torchrun, how far this rank got (paperline.ml.rank_progress): what the launcher names if it dies
+    rank_progress.record(output_dir=str(settings.output_dir), required=list(required))
+    rank_progress.announce_resume(resumed_step)
     args = args_class(**training_arguments(settings, device, precision))
     # the manifest comes last, after the loss's own weights: it vouches for every file of the checkpoint
     callbacks = [*([_save_loss_state_callback(loss, model)] if own_weights else []), _write_manifest_callback()]
+    if world_size() > 1:
+        callbacks.append(rank_progress.step_callback())
     trainer = trainer_class(model=model, args=args, train_dataset=train_dataset, loss=loss, callbacks=callbacks)
     if settings.token_cache:
         use_token_cache(trainer, model, train_dataset)

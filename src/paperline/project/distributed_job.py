@@ -5,7 +5,12 @@ A config asks for it with `nproc_per_node` in a training section (`FitSection`; 
 writes a job spec (JSON: repository root, project, config name and overrides, the datasets with their DVC md5,
 the run's workdir and upstream models, where the result goes) and runs
 
-    python -m torch.distributed.run --standalone --nproc-per-node N -m paperline.project.distributed_job SPEC
+    python -m paperline.project.torchrun --failures <workdir>/torchrun-failures.json --monitor-interval 1.0 \
+        --standalone --nproc-per-node N -m paperline.project.distributed_job SPEC
+
+(torchrun, run in-process by `paperline.project.torchrun` so that a failed rank is written down and told in one
+line: which rank, its step, the checkpoint the rerun resumes from; every rank records its progress under
+<workdir>/torchrun-ranks/, paperline.ml.rank_progress).
 
 Every rank loads the project and config named in the spec and calls the method's `train` inside the process
 group (nccl on CUDA, gloo on the CPU; `paperline.ml.training.fit` runs DistributedDataParallel); rank 0 writes
@@ -30,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,11 +50,14 @@ from pydantic import BaseModel
 from paperline.core.config import ConfigError
 from paperline.core.errors import PaperlineError
 from paperline.data.datasets import DataError, DatasetRef, read_pointer
+from paperline.ml import rank_progress
+from paperline.project import torchrun
 from paperline.project.interface import ProjectData, PyfuncSpec, RunContext, TrainedModel, UpstreamModel
 from paperline.project.sections import FitSection
 
 MODULE = "paperline.project.distributed_job"
 SPEC_FILE, RESULT_FILE = "torchrun-job.json", "torchrun-result.json"  # inside the run's workdir
+FAILURES_FILE, PROGRESS_FOLDER = "torchrun-failures.json", "torchrun-ranks"  # which rank failed; how far each got
 
 
 class DistributedTrainingError(PaperlineError):
@@ -183,27 +192,40 @@ def model_from_json(data: dict[str, Any]) -> TrainedModel:
 # ---- the launcher (the flow's side) ----------------------------------------------------------------------------
 
 
-def torchrun_command(spec_path: Path, nproc: int) -> list[str]:
-    """One node, all ranks here: torchrun's `--standalone` picks a free rendezvous port on localhost."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
-            "-m", MODULE, str(spec_path)]
+def torchrun_command(spec_path: Path, nproc: int, failures: Path) -> list[str]:
+    """One node, all ranks here: torchrun's `--standalone` picks a free rendezvous port on localhost; a failed
+    rank is written to `failures` (paperline.project.torchrun) instead of torchrun's traceback."""
+    return torchrun.command(failures, ["--standalone", "--nproc-per-node", str(nproc), "-m", MODULE,
+                                       str(spec_path)])
 
 
 def launch(spec: JobSpec, nproc: int, stderr: Any = None) -> TrainedModel:
     """Run the train step of `spec` under torchrun with `nproc` processes and return rank 0's TrainedModel.
 
     Output passes through (stdout as is, stderr copied to `stderr`); a failure is one DistributedTrainingError
-    line; Ctrl-C or SIGTERM while it runs stops torchrun and its workers before the interrupt goes on.
+    line, naming the rank that brought the job down, the step it reached and the checkpoint a rerun resumes
+    from (paperline.project.torchrun); Ctrl-C or SIGTERM while it runs stops torchrun and its workers before the
+    interrupt goes on.
     """
     workdir = Path(spec.workdir)
     spec_path = spec.write(workdir / SPEC_FILE)
     spec.result_path.unlink(missing_ok=True)  # a stale result must not pass for this run's
+    failures, progress = workdir / FAILURES_FILE, workdir / PROGRESS_FOLDER
+    failures.unlink(missing_ok=True)  # nor a previous attempt's failed ranks and progress
+    shutil.rmtree(progress, ignore_errors=True)
     env = dict(os.environ)
+    env[rank_progress.PROGRESS_ENV] = str(progress)
     if "OMP_NUM_THREADS" not in env:  # torchrun would set 1; share the cores between the processes instead
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         env["OMP_NUM_THREADS"] = str(max(1, cores // nproc))
-    run_command(torchrun_command(spec_path, nproc), f"training under torchrun ({nproc} processes)", env=env,
-                stderr=stderr)
+    try:
+        run_command(torchrun_command(spec_path, nproc, failures), f"training under torchrun ({nproc} processes)",
+                    env=env, stderr=stderr)
+    except DistributedTrainingError:
+        line = torchrun.describe(torchrun.read_failures(failures), rank_progress.read_all(progress), nproc)
+        if line is None:  # torchrun itself failed (rendezvous, a bad argument): its own last lines say why
+            raise
+        raise DistributedTrainingError(line) from None
     if not spec.result_path.is_file():
         raise DistributedTrainingError(f"torchrun finished but rank 0 wrote no result to {spec.result_path}")
     return model_from_json(json.loads(spec.result_path.read_text()))
@@ -338,8 +360,62 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return _run(JobSpec.read(Path(args.args[0])))
     except PaperlineError as exc:
-        print(f"paperline: error: {exc}", file=sys.stderr, flush=True)
+        if _under_launcher():  # the launcher prints the error line; this is the rank's own, for the log
+            rank_progress.record(error=str(exc), paperline=True, peer_lost=False)
+            print(f"paperline: {_rank_name()} failed: {exc}", file=sys.stderr, flush=True)
+        else:
+            print(f"paperline: error: {exc}", file=sys.stderr, flush=True)
         return 2 if isinstance(exc, ConfigError) else 1
+    except Exception as exc:
+        if not _under_launcher():  # torchrun started by hand: the traceback, as Python prints it
+            raise
+        return _report_rank_error(exc)
+
+
+def _under_launcher() -> bool:
+    """True in a rank that `launch` started: it reads the ranks' progress records and prints the one line."""
+    return rank_progress.progress_folder() is not None and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+
+
+def _rank_name() -> str:
+    return f"rank {os.environ.get('RANK', '0')} of {os.environ.get('WORLD_SIZE', '1')}"
+
+
+def _lost_peer(exc: BaseException) -> bool:
+    """Whether `exc` is a collective failing because another rank is gone (gloo: the peer closed its connection;
+    nccl: a communicator error or the timeout), as opposed to an error of this rank's own."""
+    try:
+        import torch.distributed as dist
+
+        if isinstance(exc, getattr(dist, "DistError", ())):
+            return True
+    except ImportError:
+        pass
+    text = str(exc)
+    return any(marker in text for marker in ("Connection closed by peer", "Connection reset by peer", "gloo/transport",
+                                             "ProcessGroupGloo", "ProcessGroupNCCL", "NCCL error"))
+
+
+def _report_rank_error(exc: Exception) -> int:
+    """An unexpected error in a rank under the launcher: the traceback to a file beside the progress records,
+    the error (first line) in this rank's record, and one line on stderr instead of the traceback."""
+    import traceback
+
+    rank = int(os.environ.get("RANK", "0") or 0)
+    folder = rank_progress.progress_folder()
+    trace = folder / f"rank-{rank}.traceback"
+    try:
+        trace.parent.mkdir(parents=True, exist_ok=True)
+        trace.write_text("".join(traceback.format_exception(exc)))
+    except OSError:
+        trace = None
+    summary = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}".rstrip(": ")
+    summary = summary[:300]
+    peer = _lost_peer(exc)
+    rank_progress.record(error=summary, peer_lost=peer, traceback=str(trace) if trace else None)
+    what = "stopped: another rank is gone" if peer else "failed"
+    print(f"paperline: {_rank_name()} {what} ({summary}; traceback in {trace})", file=sys.stderr, flush=True)
+    return 1
 
 
 def _run(spec: JobSpec) -> int:
