@@ -159,6 +159,12 @@ def cmd_export(args) -> int:
             raise RegistryError(f"{alias!r} is not a budget alias (champion-l<K>-d<D>) with a grid cell; "
                                 "pass --layers K and --dim D")
         layers, dim = layers or cell.layers, dim or cell.dims
+    import logging
+
+    import mlflow.sentence_transformers
+
+    # its INFO line "'models:/...' resolved as '<path>'" is MLflow's, not news to the user
+    logging.getLogger("mlflow.sentence_transformers").setLevel(logging.WARNING)
     try:
         model = mlflow.sentence_transformers.load_model(f"models:/{name}@{alias}")
     except mlflow.exceptions.MlflowException as exc:
