@@ -194,3 +194,103 @@ def test_an_artifact_root_the_server_refuses_is_one_line(team, as_user):
         assert "mlflow-artifacts:/paperline/sbert_sts/" in line and "unset PAPERLINE_ARTIFACT_ROOT" in line
     finally:
         _move_experiment_away(team)  # the experiment made with the refused location
+
+
+# ---- permissions on the registry: a 401/403 from any command is one line, and nothing moves ---------------------
+
+
+def _aliases_and_history(team_repo: Path, client) -> tuple[dict, list]:
+    from paperline.ops.store.audit import AuditStore
+
+    history = AuditStore(f"sqlite:///{team_repo / '.paperline' / 'paperline.db'}").alias_history(MODEL)
+    return (dict(client.get_registered_model(MODEL).aliases),
+            [(e.id, e.alias, e.action, e.previous_version, e.new_version) for e in history])
+
+
+def _alice_model_with_two_champions(as_user, client_as) -> None:
+    """alice's model with a champion history of two versions (v1, then v2 promoted by hand), whatever ran before:
+    a second version is made from the first one's files, no training."""
+    alice = client_as(*ALICE)
+    versions = alice.search_model_versions(f"name = '{MODEL}'")
+    if not versions:
+        result = as_user(*ALICE).paperline("run", "sbert_sts", "--config", "smoke")
+        assert result.returncode == 0, result.stderr[-3000:]
+        versions = alice.search_model_versions(f"name = '{MODEL}'")
+    if len(versions) < 2:
+        first = min(versions, key=lambda v: int(v.version))
+        alice.create_model_version(MODEL, first.source, run_id=first.run_id, tags=first.tags,
+                                   model_id=first.model_id)
+    latest = max(int(v.version) for v in alice.search_model_versions(f"name = '{MODEL}'"))
+    if str(alice.get_registered_model(MODEL).aliases.get("champion")) != str(latest):
+        promoted = as_user(*ALICE).paperline("promote", MODEL, str(latest), "--force", "--reason", "a second champion")
+        assert promoted.returncode == 0, promoted.stderr[-3000:]
+
+
+@pytest.mark.postgres
+def test_a_wrong_password_on_models_ls_and_history_is_one_line(team, as_user):
+    for command in (["models", "ls"], ["models", "history", MODEL]):
+        result = as_user(BOB[0], "not-his-password").paperline(*command)
+        line = _one_error_line(result)
+        assert result.stderr.strip() == line
+        assert f"MLflow at {team.url} refused the login of user 'bob' (401 Unauthorized" in line
+        assert "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in line
+
+
+@pytest.mark.postgres
+def test_promote_and_rollback_without_permission_on_the_model_move_nothing(team, team_repo, as_user, client_as):
+    """bob may read alice's model (default_permission = READ), not move its aliases: one line each, exit 1, the
+    alias where it was and no audit row written (the row's transaction rolls back when the alias move fails)."""
+    _alice_model_with_two_champions(as_user, client_as)
+    alice = client_as(*ALICE)
+    before = _aliases_and_history(team_repo, alice)
+    champion = str(before[0]["champion"])
+    other = next(str(v.version) for v in alice.search_model_versions(f"name = '{MODEL}'")
+                 if str(v.version) != champion)
+
+    bob = as_user(*BOB)
+    promote = bob.paperline("promote", MODEL, other, "--force", "--reason", "bob tries")
+    line = _one_error_line(promote)
+    assert promote.stderr.strip() == line
+    assert (f"MLflow at {team.url} does not allow user 'bob' to point the alias 'champion' of the model '{MODEL}' "
+            f"at version {other} (403 Forbidden); ask the owner of the registered model '{MODEL}'") in line
+    assert "for EDIT permission on it, or set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in line
+    assert _aliases_and_history(team_repo, alice) == before
+
+    rollback = bob.paperline("rollback", MODEL, "--reason", "bob tries")
+    line = _one_error_line(rollback)
+    assert rollback.stderr.strip() == line
+    assert f"does not allow user 'bob' to point the alias 'champion' of the model '{MODEL}'" in line
+    assert _aliases_and_history(team_repo, alice) == before
+
+
+@pytest.mark.postgres
+def test_a_run_whose_registration_is_refused_registers_nothing_and_closes_its_run(team, team_repo, as_user,
+                                                                                  client_as):
+    """bob may write runs to the project's experiment (an admin granted EDIT) but only read alice's model: his run
+    trains, then registering is refused: one line, exit 1, no new version, his lineage row and MLflow run closed."""
+    from paperline.ops.store.audit import AuditStore
+
+    _alice_model_with_two_champions(as_user, client_as)
+    alice = client_as(*ALICE)
+    experiment = alice.get_experiment_by_name("sbert_sts") or alice.get_experiment(
+        alice.create_experiment("sbert_sts"))
+    status, _ = team.request("POST", "/api/2.0/mlflow/experiments/permissions/create",
+                             {"experiment_id": experiment.experiment_id, "username": BOB[0], "permission": "EDIT"},
+                             auth=team.admin)
+    assert status == 200
+    versions = sorted(str(v.version) for v in alice.search_model_versions(f"name = '{MODEL}'"))
+    before = _aliases_and_history(team_repo, alice)
+    store = AuditStore(f"sqlite:///{team_repo / '.paperline' / 'paperline.db'}")
+    earlier = {row.id for row in store.lineage(project="sbert_sts")}
+
+    result = as_user(*BOB).paperline("run", "sbert_sts", "--config", "smoke", "seed=7")  # a model of its own
+    line = _one_error_line(result)
+    assert (f"MLflow at {team.url} does not allow user 'bob' to register a new version of the model '{MODEL}' "
+            "(403 Forbidden)") in line and "for EDIT permission on it" in line
+
+    assert sorted(str(v.version) for v in alice.search_model_versions(f"name = '{MODEL}'")) == versions
+    assert _aliases_and_history(team_repo, alice) == before
+    (row,) = [row for row in store.lineage(project="sbert_sts") if row.id not in earlier]
+    assert row.status == "failed" and row.model_version is None
+    run = alice.get_run(row.mlflow_run_id)
+    assert run.info.status == "FAILED" and run.info.experiment_id == experiment.experiment_id

@@ -58,26 +58,27 @@ def test_out_of_range_budget_is_a_clear_error(base_path, tmp_path, layers, dim, 
 def test_an_existing_or_unwritable_target_is_one_error_and_force_replaces_whole(base_path, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from paperline.ml.export import ExportError, check_target, export_truncated
+    from paperline.core.targets import TargetError
+    from paperline.ml.export import check_target, export_truncated
 
     existing = tmp_path / "taken"
     existing.mkdir()
     (existing / "keep.txt").write_text("a user's file")
-    with pytest.raises(ExportError, match="exists already .* pass --force"):
+    with pytest.raises(TargetError, match="exists already .* pass --force"):
         export_truncated(base_path, layers=2, dim=64, out=existing)
     assert (existing / "keep.txt").read_text() == "a user's file"  # nothing lost
     a_file = tmp_path / "model.txt"
     a_file.write_text("x")
-    with pytest.raises(ExportError, match="exists already \\(a file\\)"):
+    with pytest.raises(TargetError, match="exists already \\(a file\\)"):
         check_target(a_file)
-    with pytest.raises(ExportError, match="is a file; an export is a folder"):
+    with pytest.raises(TargetError, match="is a file; an export is a folder"):
         check_target(a_file, force=True)
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
     if not __import__("os").access(locked, __import__("os").W_OK):  # root may write anywhere
-        with pytest.raises(ExportError, match="is not a writable folder"):
+        with pytest.raises(TargetError, match="is not a writable folder"):
             check_target(locked / "out")
-    with pytest.raises(ExportError, match="is not a writable folder"):
+    with pytest.raises(TargetError, match="is not a writable folder"):
         check_target(a_file / "inside")  # below a file: nothing can be written there
     out = export_truncated(base_path, layers=2, dim=64, out=existing, force=True)
     assert not (out / "keep.txt").exists() and SentenceTransformer(str(out)).encode(["hi"]).shape == (1, 64)

@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "alias's cell, e.g. champion-l3-d128)")
     export.add_argument("--dim", type=int, help="truncate embeddings to the first D dimensions (default: the "
                         "budget alias's cell)")
-    export.add_argument("out", help="output folder (a plain sentence-transformers model); must not exist")
+    export.add_argument("out", help="output folder (a plain sentence-transformers model); must not exist, in a folder "
+                        "that does")
     export.add_argument("--force", action="store_true", help="replace an existing output folder")
     export.set_defaults(func=cmd_export)
 

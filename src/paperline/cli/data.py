@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from paperline.cli.common import workspace_settings
 from paperline.core.errors import BAD_DATA
 
@@ -37,6 +35,11 @@ def cmd_data_validate(args) -> int:
     from paperline.project.dataset_readers import dataset_readers, gate_read_datasets
 
     settings = workspace_settings()
+    report = None
+    if args.report:  # before the gate's minutes: a report path that cannot be written is one line now
+        from paperline.core.targets import check_target
+
+        report = check_target(args.report, what="file", noun="a report", replace=True)
     cards = dataset_readers(settings.projects_dir)
     version = resolve_data_version(settings.root)
     folders = sorted(p.name for p in version.path.iterdir() if p.is_dir())
@@ -53,8 +56,10 @@ def cmd_data_validate(args) -> int:
     for name in missing:
         print(f"{name}: not in data/ at version {version.md5}, yet read by {', '.join(cards.projects(name))}; add it to data/ "
               "and `dvc add data`, or fix the cards")
-    if args.report:
-        Path(args.report).write_text(outcome.to_markdown())
+    if report is not None:
+        from paperline.core.targets import write_text
+
+        write_text(report, outcome.to_markdown())
         print(f"report: {args.report}")
     if not outcome.passed:
         return BAD_DATA

@@ -143,13 +143,14 @@ def cmd_export(args) -> int:
 
     import mlflow
 
+    from paperline.core.targets import writing
     from paperline.ml.export import check_target, export_truncated
     from paperline.ops.registry.aliases import RegistryError
 
     name, sep, alias = args.model.partition("@")
     if not sep or not alias:
         raise RegistryError(f"'{args.model}' is not <name>@<alias>; e.g. matryoshka_2d@champion")
-    check_target(args.out, args.force)  # before any download: an existing or unwritable target is one line
+    out = check_target(args.out, args.force)  # before any download: an existing or unusable target is one line
     registry = open_registry()  # also points MLflow at the workspace's tracking store
     layers, dim = args.layers, args.dim
     if layers is None or dim is None:  # a budget alias knows its cell; any other alias needs both options
@@ -158,14 +159,22 @@ def cmd_export(args) -> int:
             raise RegistryError(f"{alias!r} is not a budget alias (champion-l<K>-d<D>) with a grid cell; "
                                 "pass --layers K and --dim D")
         layers, dim = layers or cell.layers, dim or cell.dims
+    import logging
+
+    import mlflow.sentence_transformers
+
+    # its INFO line "'models:/...' resolved as '<path>'" is MLflow's, not news to the user
+    logging.getLogger("mlflow.sentence_transformers").setLevel(logging.WARNING)
     try:
         model = mlflow.sentence_transformers.load_model(f"models:/{name}@{alias}")
     except mlflow.exceptions.MlflowException as exc:
         raise RegistryError(f"cannot load models:/{name}@{alias}: {str(exc).splitlines()[0]}; "
                             "`paperline models ls` lists models and aliases") from None
-    with tempfile.TemporaryDirectory() as tmp:
+    # The full model is staged beside the export (checked writable above), not in $TMPDIR: one place that must
+    # have room, and a full disk there is one line with both folders gone.
+    with writing(out), tempfile.TemporaryDirectory(prefix=f".{out.name}.full-", dir=out.parent) as tmp:
         model.save(tmp)
-        out = export_truncated(tmp, layers, dim, args.out, force=args.force)
+        out = export_truncated(tmp, layers, dim, out, force=args.force)
     print(f"wrote {out}: {name}@{alias} cut to {layers} layers x {dim} dims; "
           f"load it with SentenceTransformer('{out}')")
     return 0

@@ -12,11 +12,11 @@ Importable without Prefect, MLflow, DVC or GX.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
+from paperline.core import targets
 from paperline.core.errors import PaperlineError
 
 
@@ -56,18 +56,9 @@ def truncate_layers(model, layers: int) -> None:
 
 
 def check_target(out: str | Path, force: bool = False) -> Path:
-    """Where an export may be written: refuses an existing file or folder unless `force`, and a location that
-    cannot be written, each with one line saying what to do. Call it before any slow work."""
-    out = Path(out).expanduser().absolute()
-    if out.exists() and not force:
-        what = "folder" if out.is_dir() else "file"
-        raise ExportError(f"{out} exists already (a {what}); pass --force to replace it, or choose another path")
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"{out} is a file; an export is a folder: remove it or choose another path")
-    parent = next((p for p in out.parents if p.exists()), None)
-    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise ExportError(f"cannot write {out}: {parent or out.anchor} is not a writable folder; choose another path")
-    return out
+    """Where an export may be written (`paperline.core.targets`): a new folder, or an existing one with `force`,
+    in a folder that exists and can hold a new entry. Call it before any slow work."""
+    return targets.check_target(out, what="folder", noun="an export", force=force)
 
 
 def export_truncated(model_path: str | Path, layers: int, dim: int, out: str | Path, force: bool = False) -> Path:
@@ -88,13 +79,13 @@ def export_truncated(model_path: str | Path, layers: int, dim: int, out: str | P
     truncate_layers(model, layers)
     # None keeps the config free of a no-op truncation when the full width is asked for
     model.truncate_dim = dim if dim < full else None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        model.save(str(staging))
-        if out.exists():  # --force: the old export goes only once the new one is complete
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with targets.writing(out):  # a disk that fills up meanwhile: one line, and the staging folder is gone
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            model.save(str(staging))
+            if out.exists():  # --force: the old export goes only once the new one is complete
+                shutil.rmtree(out)
+            staging.rename(out)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return out

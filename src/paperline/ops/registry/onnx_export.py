@@ -18,6 +18,7 @@ from pathlib import Path
 
 from paperline.core.errors import PaperlineError, UsageError
 from paperline.ops.tracking import tags
+from paperline.ops.tracking.client import access, grant_for
 
 PYFUNC = Path(__file__).resolve().parents[2] / "serving" / "onnx_pyfunc.py"  # src/paperline/serving
 MIN_COSINE = {"optimized": 0.999, "int8": 0.95}
@@ -90,17 +91,23 @@ def export_registered(client, model: str, variant: str = "optimized") -> OnnxVer
             raise PaperlineError(f"the {variant} ONNX export of {name}@{alias} gives cosine {cosine:.4f} to the "
                                  f"PyTorch embeddings (< {MIN_COSINE[variant]}); not registered")
         target = f"{name}_onnx"
-        with mlflow.start_run(experiment_id=_experiment_of(client, source),
-                              run_name=f"{target}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}") as run:
+        experiment = _experiment_of(client, source)
+        # The fluent API is not the checked client: a 401/403 here is made one line by `access`, and the run it
+        # started ends FAILED on the way out.
+        with access(f"write the ONNX export's run to the experiment of {name}@{alias}", client.tracking_uri), \
+                mlflow.start_run(experiment_id=experiment,
+                                 run_name=f"{target}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}") as run:
             mlflow.log_params({"source": uri, "variant": variant})
             mlflow.log_metric("min_cosine_to_torch", cosine)
             info = mlflow.pyfunc.log_model(
                 name=target, python_model=str(PYFUNC), artifacts={"onnx": str(folder)},
                 pip_requirements=pinned_requirements(REQUIREMENTS), input_example=SENTENCES_EXAMPLE,
                 metadata={"source": uri, "variant": variant})
-        registered = mlflow.register_model(info.model_uri, target, tags={
-            tags.ONNX_SOURCE: uri, tags.ONNX_VARIANT: variant,
-            tags.ONNX_MIN_COSINE: f"{cosine:.6f}"})
+        with access(f"register a new version of the model '{target}'", client.tracking_uri,
+                    grant=grant_for("create_model_version", {"name": target})):
+            registered = mlflow.register_model(info.model_uri, target, tags={
+                tags.ONNX_SOURCE: uri, tags.ONNX_VARIANT: variant,
+                tags.ONNX_MIN_COSINE: f"{cosine:.6f}"})
         client.set_registered_model_alias(target, alias, registered.version)
     return OnnxVersion(target, str(registered.version), alias, uri, variant, cosine, run.info.run_id)
 

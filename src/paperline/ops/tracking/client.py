@@ -7,13 +7,16 @@ Against a team server (`MLFLOW_TRACKING_URI=http(s)://...`) two things differ fr
 experiments are created without an artifact location unless PAPERLINE_ARTIFACT_ROOT names one, so the server's
 own (proxied) artifact store holds the artifacts, not the client's disk; and the server may ask for a login
 (MLflow's `basic-auth` app). A 401 or 403 from MLflow, in preflight or during a run, is one `TrackingError`
-line that names the server and says what to do, never a traceback.
+line that names the server and says what to do, never a traceback: the client `connect` hands out
+(`AccessCheckedClient`) does it for every client call, `access(...)` for the fluent API's.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import functools
+import inspect
 import logging
 import os
 import re
@@ -21,6 +24,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from paperline.core.errors import PaperlineError
 from paperline.core.settings import Settings
@@ -109,8 +113,9 @@ def _auth_headers() -> dict[str, str]:
     return {}
 
 
-def access_error(tracking_uri: str, status: int, action: str) -> TrackingError:
-    """One line for a 401 (no or wrong login) or a 403 (no permission to `action`) from MLflow, saying what to do."""
+def access_error(tracking_uri: str, status: int, action: str, grant: str = "") -> TrackingError:
+    """One line for a 401 (no or wrong login) or a 403 (no permission to `action`) from MLflow, saying what to do:
+    `grant` names the permission to ask for (default: EDIT on the experiment or registered model, from an admin)."""
     user = os.environ.get("MLFLOW_TRACKING_USERNAME")
     login = ("set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to your account on that server "
              "(an MLflow admin creates it)")
@@ -120,9 +125,9 @@ def access_error(tracking_uri: str, status: int, action: str) -> TrackingError:
         return TrackingError(f"MLflow at {tracking_uri} refused the login of user '{user}' (401 Unauthorized: "
                              f"wrong user name or password); {login}")
     who = f"user '{user}'" if user else "anonymous requests"
-    return TrackingError(f"MLflow at {tracking_uri} does not allow {who} to {action} (403 Forbidden); ask an "
-                         "MLflow admin for permission (EDIT on the experiment or registered model), or set "
-                         "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an account that has it")
+    grant = grant or "ask an MLflow admin for permission (EDIT on the experiment or registered model)"
+    return TrackingError(f"MLflow at {tracking_uri} does not allow {who} to {action} (403 Forbidden); {grant}, or "
+                         "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an account that has it")
 
 
 def check_access(tracking_uri: str) -> None:
@@ -154,21 +159,31 @@ def _status(error: BaseException) -> int | None:
     return status() if callable(status) else None
 
 
+def refused_status(error: BaseException) -> int | None:
+    """401 or 403 when `error` is MLflow (or its artifact proxy) refusing a login or a permission, else None.
+
+    MLflow's REST client raises a RestException whose error_code is UNAUTHENTICATED or PERMISSION_DENIED for a
+    JSON error body, and an MlflowException with the code derived from the HTTP status for a plain-text one (what
+    the basic-auth app answers); both give that status back from get_http_status_code()."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    status = _status(error) if isinstance(error, (MlflowException, requests.HTTPError)) else None
+    return status if status in (401, 403) else None
+
+
 @contextlib.contextmanager
-def access(action: str, tracking_uri: str | None = None, hint: str = "") -> Iterator[None]:
+def access(action: str, tracking_uri: str | None = None, hint: str = "", grant: str = "") -> Iterator[None]:
     """Turn a 401/403 from MLflow inside the block into one TrackingError line (a traceback otherwise)."""
     try:
         yield
     except Exception as error:
-        import requests
-        from mlflow.exceptions import MlflowException
-
-        status = _status(error) if isinstance(error, (MlflowException, requests.HTTPError)) else None
-        if status not in (401, 403):
+        status = refused_status(error)
+        if status is None:
             raise
         import mlflow
 
-        message = str(access_error(tracking_uri or mlflow.get_tracking_uri(), status, action))
+        message = str(access_error(tracking_uri or mlflow.get_tracking_uri(), status, action, grant))
         raise TrackingError(f"{message}{hint}") from None
 
 
@@ -188,8 +203,99 @@ def artifact_access(what: str):
     return access(f"write {what} to {where}", hint=hint)
 
 
+# ---- the client connect() hands out ----------------------------------------------------------------------------
+# The one place where a refusal of MLflow's basic-auth app to a client call (a wrong password, a READ-only user
+# moving another user's alias, registering into a model someone else owns) becomes a TrackingError that names the
+# server, the user, what was refused and which permission to ask for, instead of a RestException traceback from
+# wherever the call was made (`promote`, `rollback`, `approve`, `doctor`, a run's registration). Callers need no
+# `access(...)` block of their own for client calls; MLflow's fluent API (`mlflow.log_metric`,
+# `mlflow.register_model`) is not a client call and keeps its own `access` blocks. Every other error and every
+# return value passes through as MLflow gives it; a refused call changed nothing on the server, so the caller's
+# own rollback (the audit row's transaction, a half-made version's deletion) runs as for any other failure.
+
+# What a refused call was asked to do, in the user's words; any other method is named by its own words.
+_ACTIONS = {
+    "create_registered_model": "create the registered model '{name}'",
+    "create_model_version": "register a new version of the model '{name}'",
+    "set_registered_model_alias": "point the alias '{alias}' of the model '{name}' at version {version}",
+    "delete_registered_model_alias": "remove the alias '{alias}' of the model '{name}'",
+    "set_model_version_tag": "tag version {version} of the model '{name}'",
+    "update_model_version": "update version {version} of the model '{name}'",
+    "delete_model_version": "delete version {version} of the model '{name}'",
+    "delete_registered_model": "delete the registered model '{name}'",
+}
+
+
+def _arguments(method: Any, args: tuple, kwargs: dict) -> dict[str, Any]:
+    try:
+        return inspect.signature(method).bind_partial(*args, **kwargs).arguments
+    except (TypeError, ValueError):  # a signature MLflow does not expose: the words of the name still say it
+        return {}
+
+
+def describe(method_name: str, arguments: dict[str, Any]) -> str:
+    """`set_registered_model_alias(name='m', alias='champion', version='2')` -> "point the alias 'champion' of the
+    model 'm' at version 2"; an unknown method -> its name in words, with the model or run it was about."""
+    template = _ACTIONS.get(method_name)
+    if template is not None:
+        try:
+            return template.format(**arguments)
+        except (KeyError, IndexError):
+            pass
+    words = method_name.replace("_", " ")
+    subject = next((arguments[key] for key in ("name", "run_id", "experiment_id", "model_id")
+                    if isinstance(arguments.get(key), str)), None)
+    return f"{words} '{subject}'" if subject else words
+
+
+def grant_for(method_name: str, arguments: dict[str, Any]) -> str:
+    """Who to ask for which permission (MLflow's basic-auth: READ to see, EDIT to change, MANAGE to delete a
+    registered model's version, alias or tag, or the model)."""
+    name = arguments.get("name")
+    if not isinstance(name, str) or not ("registered_model" in method_name or "model_version" in method_name):
+        return ""  # runs and experiments: access_error's own advice (EDIT on the experiment)
+    needed = ("READ" if method_name.startswith(("get_", "search_")) else
+              "MANAGE" if method_name.startswith("delete_") else "EDIT")
+    return (f"ask the owner of the registered model '{name}' (the user who created it has MANAGE) or an MLflow "
+            f"admin for {needed} permission on it")
+
+
+class AccessCheckedClient:
+    """An `mlflow.MlflowClient` whose calls answer a 401/403 with one TrackingError line; all else as MLflow's."""
+
+    def __init__(self, client: Any):
+        self._client = client
+
+    def __getattr__(self, attribute: str) -> Any:
+        value = getattr(self._client, attribute)
+        if attribute.startswith("_") or not callable(value):
+            return value
+
+        @functools.wraps(value)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return value(*args, **kwargs)
+            except Exception as error:
+                status = refused_status(error)
+                if status is None:
+                    raise
+                arguments = _arguments(value, args, kwargs)
+                raise access_error(self._client.tracking_uri, status, describe(attribute, arguments),
+                                   grant_for(attribute, arguments)) from None
+
+        return checked
+
+    def __repr__(self) -> str:
+        return f"AccessCheckedClient({self._client.tracking_uri})"
+
+
 def connect(settings: Settings):
-    """Point the fluent API at the workspace's tracking store; returns a client on the same store."""
+    """Point the fluent API at the workspace's tracking store; returns a client on the same store, whose every call
+    answers a 401/403 with one TrackingError line (AccessCheckedClient)."""
+    return AccessCheckedClient(_client(settings))
+
+
+def _client(settings: Settings):
     import mlflow
     from mlflow import MlflowClient
 
