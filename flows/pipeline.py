@@ -45,6 +45,7 @@ from paperline.ops.registry.policy import Policy, load_policy
 from paperline.ops.runs.preflight import preflight
 from paperline.ops.runs.reconcile import close_abandoned_runs
 from paperline.ops.runs.summary import RunSummary
+from paperline.ops.services.outages import step
 from paperline.ops.store.audit import AuditStore
 from paperline.ops.tracking import client as tracking_client
 from paperline.ops.tracking import runs as tracking
@@ -202,6 +203,7 @@ def resolve_upstream(cfg, settings: Settings, client, produce: Callable[..., Any
     return models
 
 
+@step("the data gate")
 def gate(plan: RunPlan) -> GateOutcome:
     """The data gate over every split the run reads, inside the active MLflow run: the datasets are logged as its
     inputs, the report as its artifact; a version that passes records its row counts (the next shrink check's
@@ -227,6 +229,7 @@ def gate(plan: RunPlan) -> GateOutcome:
     return outcome
 
 
+@step("data generation")
 def generate_and_gate(plan: RunPlan) -> tuple[dict[str, GeneratedData], GateOutcome]:
     """Run the method's `generate` in its project's own folder (a killed generation resumes there), then gate
     every file it wrote under its data kind; a file that passes is an MLflow dataset input digested by its
@@ -259,6 +262,7 @@ def plan_training(settings: Settings, project_name: str, config_name: str, overr
     return Training(settings, project, cfg, config_name, list(overrides), ProjectData(refs), key, ctx, nproc, job)
 
 
+@step("training")
 def train_and_evaluate(training: Training) -> Trained:
     """Train (or find the cached model), evaluate (or find the cached evaluation), check the evaluation against
     the card, and log both to the active MLflow run."""

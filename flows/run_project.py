@@ -21,6 +21,7 @@ from prefect.exceptions import TerminationSignal
 from prefect.states import Failed
 
 from paperline.ops.runs.summary import GateFailure, RunSummary
+from paperline.ops.services import outages
 from paperline.ops.tracking import client as tracking_client
 from paperline.ops.tracking import runs as tracking
 from paperline.ops.tracking import views
@@ -97,8 +98,9 @@ def run_project(project_name: str, config_name: str = "default", overrides: list
         except BaseException as error:  # the run's lineage says how it ended, whatever ended it (Ctrl-C too)
             # Prefect turns SIGTERM into TerminationSignal inside a flow; the CLI then stops as for Ctrl-C
             status = "interrupted" if isinstance(error, (KeyboardInterrupt, TerminationSignal)) else "failed"
-            record(status, details={"error": str(error) or type(error).__name__})
-            tracking.record_error(error, status)
+            with outages.tolerate(outages.STORE):  # a store that is gone leaves the row `running` for reconcile
+                record(status, details={"error": str(error) or type(error).__name__})
+            tracking.record_error(error, status)  # skipped where MLflow is gone: reconcile closes the run
             raise
         record(summary.status, model_version=summary.model_version,
                details={"metrics": summary.metrics, "decision": summary.decision})
