@@ -140,19 +140,25 @@ def _stop_retrying_mlflow() -> None:
 
 # ---- a full disk ------------------------------------------------------------------------------------------------
 
-_NO_SPACE = re.compile(r"no space left on device|os error 28|StorageFull|errno 28|file write failed", re.I)
+_NO_SPACE = re.compile(r"no space left on device|os error 28|StorageFull|errno 28", re.I)
+# torch's zip writer loses the errno: "basic_ios::clear: iostream error", then "unexpected pos N vs M" (or "file
+# write failed"). A full disk only if the workspace really has (almost) no space left.
+_WRITE_FAILED = re.compile(r"iostream error|unexpected pos \d+ vs \d+|file write failed", re.I)
+_NEARLY_FULL = 64 << 20  # bytes: what a failed write leaves is at most a partial file's tail
 
 
-def _disk_full(error: BaseException) -> tuple[bool, str | None]:
+def _disk_full(error: BaseException, settings: Settings) -> tuple[bool, str | None]:
     """Whether the error is a write that found no space, and the path it names if it names one.
 
     Each library says it its own way: OSError errno 28 (Python, numpy), "No space left on device (os error 28)"
-    inside a SafetensorError, "file write failed" from torch's zip writer (which loses the errno)."""
+    inside a SafetensorError, a bare write failure from torch's zip writer (checked against the space left)."""
     for e in _chain(error):
         if isinstance(e, OSError) and e.errno == errno.ENOSPC:
             return True, e.filename and str(e.filename)
         if _NO_SPACE.search(str(e)):
             return True, None
+    if any(_WRITE_FAILED.search(str(e)) for e in _chain(error)):
+        return _fullest(settings, None)[1] < _NEARLY_FULL, None
     return False, None
 
 
@@ -196,7 +202,7 @@ def translate(error: BaseException, step: str | None = None, settings: Settings 
         return None
     step = step or _last_step[0]
     settings = settings or Settings.from_env()
-    full, path = _disk_full(error)
+    full, path = _disk_full(error, settings)
     if full:
         where, free = _fullest(settings, path)
         return DiskFull(f"no space left on device writing {where} ({_human(free)} free); free space and rerun")
