@@ -10,11 +10,10 @@ closes what it could not (paperline.ops.runs.reconcile).
 
 How long a run takes to notice, and what bounds it:
 
-- MLflow: each REST call is retried MLFLOW_HTTP_REQUEST_MAX_RETRIES times (paperline's default 4, MLflow's 7;
-  paperline.core.settings.quiet_environment)
-  with a backoff of 2, 4, 8, 16 s (MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR 2, up to 1 s jitter each), every try
-  bounded by MLFLOW_HTTP_REQUEST_TIMEOUT (paperline's default 60 s, MLflow's 120 s): a refused connection
-  fails after about 30 s. Once one call failed so, the process stops retrying (`_stop_retrying_mlflow`): the
+- MLflow: each REST call is retried MLFLOW_HTTP_REQUEST_MAX_RETRIES times (paperline's default 4, set by
+  paperline.core.settings.quiet_environment; MLflow's is 7) with a backoff of 2, 4, 8, 16 s
+  (MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR 2, up to 1 s jitter each), every try bounded by MLFLOW_HTTP_REQUEST_TIMEOUT
+  (paperline's default 60 s, MLflow's 120 s): a refused connection fails after about 30 s. Once one call failed so, the process stops retrying (`_stop_retrying_mlflow`): the
   run's closing writes fail at once instead of 30 s each.
 - The store (PostgreSQL): a dropped connection fails the next statement at once; a new one gives up after
   connect_timeout (10 s, paperline.ops.store.audit).
@@ -23,8 +22,9 @@ How long a run takes to notice, and what bounds it:
 - Training itself never waits on a service: a server that goes away while a model trains is noticed at the
   next write after it (the trained model is cached by then, so the rerun does not train again).
 
-Nothing here runs at import time, and nothing here imports MLflow, Prefect or SQLAlchemy: errors are recognised
-by the classes in their chain, named by module, so this module stays a leaf of paperline.ops.
+Nothing here runs at import time, and nothing here imports MLflow or Prefect (SQLAlchemy only to print the store's
+URL without its password): errors are recognised by the classes in their chain, named by module, so this module
+stays a leaf of paperline.ops.
 """
 
 from __future__ import annotations
