@@ -1,7 +1,7 @@
 """A service that goes away in the middle of `paperline run`, and a disk that fills while it writes.
 
-Each test starts its own server on 127.0.0.1 and a free port (an MLflow server on a private SQLite store, the
-workspace's own Prefect server, a private PostgreSQL made with initdb), starts a smoke run that trains long
+Each test starts its own server on 127.0.0.1 and a free port (an MLflow server on a private SQLite store, a
+private PostgreSQL made with initdb), starts a smoke run that trains long
 enough, kills the server by PID while the model trains, and checks what the user gets: the run ends within a
 bounded time with one line naming the service and what to do, exit 1, nothing registered; once the service is
 back, `paperline doctor` (or the next run) leaves no MLflow run RUNNING and no lineage row `running`.
@@ -11,7 +11,6 @@ where it cannot mount). Every wait is bounded; every process a test starts is st
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -266,40 +265,6 @@ def test_a_store_killed_mid_run_ends_the_run_in_one_line_and_doctor_closes_its_l
     (lineage,) = store.lineage(project="sbert_sts")
     assert lineage.status == "failed" and "stopped answering during registration" in lineage.details["error"]
     store.close()
-
-
-# ---- the workspace's own Prefect server -----------------------------------------------------------------------
-
-
-def test_the_workspaces_prefect_server_killed_mid_run_ends_the_run_in_one_line(make_workspace):
-    """Not the session's shared server: the workspace starts its own (own PREFECT_HOME, own port) and loses it."""
-    workspace = make_workspace(PAPERLINE_PREFECT_PORT=str(_free_port()))
-    for name in ("PREFECT_API_URL", "PREFECT_HOME"):
-        workspace.env.pop(name, None)
-    home = workspace.root / ".paperline" / "prefect"
-    run = _start_run(workspace)
-    try:
-        _wait_for_training(workspace, run)
-        server = json.loads((home / "server.json").read_text())
-        _kill_group(server["pid"])
-        stderr, seconds = _finish(run)
-    finally:
-        _stop(run)
-        workspace.paperline("server", "stop", timeout=60)
-    print(f"Prefect killed while training: the run ended {seconds:.0f} s later")
-    assert run.returncode == 1, stderr[-3000:]
-    line = _one_error_line(stderr)
-    assert line.startswith(f"paperline: error: the workspace's Prefect server at {server['api_url']} stopped "
-                           "answering during "), line
-    assert line.endswith("; rerun (the next run starts it again); the run is closed by the next run or paperline "
-                         "doctor"), line
-    assert workspace.client().search_registered_models() == []
-    doctor = workspace.paperline("doctor", timeout=300)
-    assert doctor.returncode == 0, doctor.stderr[-3000:]
-    (lineage,) = AuditStore(workspace.store_url).lineage(project="sbert_sts")
-    assert lineage.status != "running"
-    client = workspace.client()
-    assert client.get_run(lineage.mlflow_run_id).info.status == "FAILED"
 
 
 # ---- a full disk under the workspace --------------------------------------------------------------------------
