@@ -10,6 +10,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 
 from paperline.core.errors import PaperlineError
+from paperline.ops.services import outages
 from paperline.ops.tracking import views
 from paperline.project.interface import Evaluation
 
@@ -18,7 +19,9 @@ class _OneLineUserErrors(logging.Filter):
     """Prefect logs a task's exception with its traceback; for errors a user caused, the message is enough."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], PaperlineError):
+        # a lost service or a full disk is one line too, once translated (paperline.ops.services.outages)
+        if record.exc_info and (isinstance(record.exc_info[1], PaperlineError) or
+                                outages.translate(record.exc_info[1]) is not None):
             record.exc_info = None
             record.exc_text = None
         return True

@@ -49,6 +49,7 @@ from paperline.ops.registry.policy import Policy, load_policy
 from paperline.ops.runs.preflight import preflight
 from paperline.ops.runs.reconcile import close_abandoned_runs
 from paperline.ops.runs.summary import RunSummary
+from paperline.ops.services import outages
 from paperline.ops.store.audit import AuditStore
 from paperline.ops.tracking import client as tracking_client
 from paperline.ops.tracking import runs as tracking
@@ -214,8 +215,9 @@ class LineageRow:
             yield
         except BaseException as error:  # whatever ended it
             status = ending_status(error)
-            self.close(status, details={"error": str(error) or type(error).__name__})
-            tracking.record_error(error, status)
+            with outages.tolerate(outages.STORE):  # a store that is gone leaves the row `running` for reconcile
+                self.close(status, details={"error": str(error) or type(error).__name__})
+            tracking.record_error(error, status)  # skipped where MLflow is gone: reconcile closes the run
             raise
 
     def _fields(self, status: str, **fields: Any) -> dict[str, Any]:
@@ -252,6 +254,7 @@ def resolve_upstream(cfg, settings: Settings, client, produce: Callable[..., Any
     return models
 
 
+@outages.step("the data gate")
 def gate(plan: RunPlan) -> GateOutcome:
     """The data gate over every split the run reads, inside the active MLflow run: the datasets are logged as its
     inputs, the report as its artifact; a version that passes records its row counts (the next shrink check's
@@ -279,6 +282,7 @@ def gate(plan: RunPlan) -> GateOutcome:
     return outcome
 
 
+@outages.step("data generation")
 def generate_and_gate(plan: RunPlan) -> tuple[dict[str, GeneratedData], GateOutcome]:
     """Run the method's `generate` in its project's own folder (a killed generation resumes there), then gate
     every file it wrote under its data kind; a file that passes is an MLflow dataset input digested by its
@@ -311,6 +315,7 @@ def plan_training(settings: Settings, project_name: str, config_name: str, overr
     return Training(settings, project, cfg, config_name, list(overrides), ProjectData(refs), key, ctx, nproc, job)
 
 
+@outages.step("training")
 def train_and_evaluate(training: Training) -> Trained:
     """Train (or find the cached model), evaluate (or find the cached evaluation), check the evaluation against
     the card, and log both to the active MLflow run."""

@@ -25,6 +25,7 @@ from prefect.states import Failed
 from paperline.ops.runs import sweep_grid
 from paperline.ops.runs.preflight import preflight
 from paperline.ops.runs.summary import GateFailure
+from paperline.ops.services import outages
 from paperline.ops.tracking import runs as tracking
 from paperline.ops.tracking import tags
 from paperline_flows import dashboard, events, pipeline
@@ -137,11 +138,13 @@ def _closed_on_error(plan: pipeline.RunPlan, parent_run_id: str) -> Iterator[lis
     except BaseException as error:
         status, text = pipeline.ending_status(error), str(error) or type(error).__name__
         client = plan.services.client
-        for trial in trials:
-            if client.get_run(trial.run_id).info.status == "RUNNING":
-                tracking.mark_failed(client, trial.run_id, text)
-        plan.services.store.record_lineage(**plan.lineage.record(
-            status=status, mlflow_run_id=parent_run_id, gate_passed=None, cache_key="", details={"error": text}))
+        with outages.tolerate(outages.MLFLOW):  # a server that is gone: `paperline doctor` closes them later
+            for trial in trials:
+                if client.get_run(trial.run_id).info.status == "RUNNING":
+                    tracking.mark_failed(client, trial.run_id, text)
+        with outages.tolerate(outages.STORE):
+            plan.services.store.record_lineage(**plan.lineage.record(
+                status=status, mlflow_run_id=parent_run_id, gate_passed=None, cache_key="", details={"error": text}))
         tracking.record_error(error, status)
         raise
 

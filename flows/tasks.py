@@ -21,6 +21,7 @@ from paperline.ops.registry.decisions import Lineage
 from paperline.ops.registry.policy import Policy
 from paperline.ops.runs.promote_run import register_and_promote
 from paperline.ops.runs.summary import RunSummary
+from paperline.ops.services.outages import step
 from paperline.project.discovery import Project
 from paperline.project.distributed_job import JobSpec, launch
 from paperline.project.interface import Evaluation, GeneratedData, ProjectData, RunContext, TrainedModel
@@ -55,7 +56,9 @@ def _step_key(step: str):
     return lambda context, parameters: f"{parameters['key']}-{step}"
 
 
+# `step`: a full disk or a lost service is one line in Prefect's log too, not a traceback from inside a library
 @task(name="train", cache_key_fn=_step_key("train"), persist_result=True, result_serializer=RESULTS)
+@step("training")
 def train(project: Project, cfg, data: ProjectData, key: str, ctx: RunContext, job: JobSpec | None = None,
           nproc: int = 1) -> TrainedModel:
     if job is not None and nproc > 1:  # the same train, on every rank of a torchrun; rank 0's result comes back
@@ -69,6 +72,7 @@ def train(project: Project, cfg, data: ProjectData, key: str, ctx: RunContext, j
 
 
 @task(name="evaluate", cache_key_fn=_step_key("evaluate"), persist_result=True, result_serializer=RESULTS)
+@step("evaluation")
 def evaluate(project: Project, model: TrainedModel, cfg, data: ProjectData, key: str, ctx: RunContext) -> Evaluation:
     return project.method().evaluate(model, cfg, data, ctx)
 
@@ -82,6 +86,7 @@ def generate_data(project: Project, cfg, data: ProjectData, runs_dir: Path, mode
 
 # Never cached: registration and the policy run every time (and a registry cannot be hashed into a key).
 @task(name="register and promote", cache_policy=NO_CACHE, persist_result=False)
+@step("registration")
 def register(registry: ModelRegistry, policy: Policy, project: Project, model: TrainedModel, key: str,
              lineage: Lineage, summary: RunSummary, comparison: ComparisonPlan | None = None) -> Comparison | None:
     """Compare with the champion on the same rows, register, and let the policy decide (`register_and_promote`);

@@ -26,7 +26,7 @@ def prefect_api(tmp_path_factory):
     # another's server on a shared port would lose it when that worker's session ends.
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
     os.environ["PAPERLINE_PREFECT_PORT"] = str(4290 + int(worker or 0))
-    url = ensure_local_server(home)
+    url = ensure_local_server(home, timeout=300)  # a fresh database's migrations took over 120 s on a loaded machine
     yield url, home
     stop_local_server(home)
 

@@ -14,6 +14,7 @@ from paperline.cli.common import (
 )
 from paperline.core.errors import PaperlineError
 from paperline.ops.runs.summary import exit_code
+from paperline.ops.services import outages
 
 
 def cmd_ls(args) -> int:
@@ -54,8 +55,11 @@ def cmd_run(args) -> int:
         return submit(args)
     run_project = load_flow("run_project")
     stop_on_interrupt()
-    state = run_project(args.project, args.config, args.overrides, return_state=True)
+    with outages.during():  # a Prefect server that stops answering fails Prefect's own calls, outside any step
+        state = run_project(args.project, args.config, args.overrides, return_state=True)
     outcome = state.result(raise_on_failure=False)  # a RunSummary, or the exception that ended the flow
+    if isinstance(outcome, Exception):  # a lost service or a full disk the flow met outside its steps
+        outcome = outages.translate(outcome) or outcome
     if isinstance(outcome, PaperlineError):
         raise outcome
     if state.is_failed():

@@ -120,6 +120,10 @@ def quiet_environment(settings: Settings) -> None:
         "DO_NOT_TRACK": "1",  # DVC and others honour it
         "TOKENIZERS_PARALLELISM": "false",  # no fork warning from the tokenizers' thread pool
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        # A tracking server that stops answering fails a call after about 30 s (4 retries, backoff 2-16 s, each
+        # try at most 60 s), not MLflow's 4 minutes (7 retries, 120 s): paperline.ops.services.outages
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
     }
     if os.environ.get("PAPERLINE_VERBOSE", "").strip().lower() in ("", "0", "false", "no"):
         # The libraries' own bars and notices; paperline draws one bar per long step instead (ml.progress).

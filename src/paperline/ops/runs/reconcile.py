@@ -7,6 +7,11 @@ FAILED, a model version it created without the audit row that completes a regist
 and its `register` row appear together or not at all), every alias of its model is put back where the audit
 history says it is, and its lineage row says `interrupted`. Every `paperline run` calls it before it starts;
 `paperline doctor` calls it on demand and reports what it repaired.
+
+A run that ended while a service was gone (paperline.ops.services.outages) closes what it can and leaves the rest
+for here: with the tracking server gone, its lineage says `failed` but its MLflow run stays RUNNING (closed here
+as FAILED with the lineage's error, once the server answers); with the store gone, its MLflow run ended FAILED
+with its error but its lineage row stays `running` (closed here with the status and error the run gave MLflow).
 """
 
 from __future__ import annotations
@@ -35,27 +40,62 @@ def close_abandoned_runs(store: AuditStore, client: Any) -> list[Repair]:
         with store.hold(f"run:{record.mlflow_run_id}", wait=False) as dead:
             if dead:  # nobody holds the run's lock: its process ended without closing it
                 repairs.append(_close(store, client, record))
+    for record in _ended_but_running_in_mlflow(store, client):
+        with store.hold(f"run:{record.mlflow_run_id}", wait=False) as dead:
+            if dead:
+                repairs.append(_close_mlflow_run(store, client, record))
     return repairs
+
+
+def _ended_but_running_in_mlflow(store: AuditStore, client: Any) -> list[LineageRecord]:
+    """Lineage rows that ended (failed, interrupted, ...) whose MLflow run is still RUNNING: a run that ended
+    while the tracking server was gone. A RUNNING run without a lineage row (a sweep's trial) is not ours."""
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return []
+    running = client.search_runs(experiments, filter_string="attributes.status = 'RUNNING'", max_results=1000)
+    ended = []
+    for run in running:
+        rows = store.lineage(mlflow_run_id=run.info.run_id)
+        if rows and all(row.status != "running" for row in rows):
+            ended.append(rows[-1])
+    return ended
+
+
+def _close_mlflow_run(store: AuditStore, client: Any, record: LineageRecord) -> Repair:
+    error = (record.details or {}).get("error") or "the run ended while the tracking server was unreachable"
+    client.set_tag(record.mlflow_run_id, tags.STATUS, record.status)
+    client.set_tag(record.mlflow_run_id, tags.ERROR, str(error)[:4000])
+    client.set_terminated(record.mlflow_run_id, status="FAILED")
+    actions = [f"MLflow run closed as FAILED (lineage: {record.status})"]
+    actions += _remove_half_registered(store, client, record)
+    actions += _align_aliases(store, client, record.model_name)
+    return Repair(record.project, record.mlflow_run_id, actions)
 
 
 def _close(store: AuditStore, client: Any, record: LineageRecord) -> Repair:
     from mlflow.exceptions import MlflowException
 
     actions = []
+    status, error = "interrupted", ("the run's process ended without closing it; closed by the next start "
+                                    "(paperline.ops.runs.reconcile)")
     if record.mlflow_run_id:
         try:
-            if client.get_run(record.mlflow_run_id).info.status == "RUNNING":
+            run = client.get_run(record.mlflow_run_id)
+            if run.info.status == "RUNNING":
                 client.set_tag(record.mlflow_run_id, tags.STATUS, "interrupted")
                 client.set_terminated(record.mlflow_run_id, status="FAILED")
                 actions.append("MLflow run closed as FAILED")
-        except MlflowException as error:
-            actions.append(f"MLflow run not found ({str(error).splitlines()[0]})")
+            elif run.data.tags.get(tags.STATUS) in ("failed", "interrupted"):
+                # it ended itself, and told MLflow how, while the store was gone
+                status = run.data.tags[tags.STATUS]
+                error = run.data.tags.get(tags.ERROR) or error
+        except MlflowException as problem:
+            actions.append(f"MLflow run not found ({str(problem).splitlines()[0]})")
         actions += _remove_half_registered(store, client, record)
         actions += _align_aliases(store, client, record.model_name)
-    store.update_lineage(record.id, status="interrupted",
-                         details={**(record.details or {}), "error": "the run's process ended without closing it; "
-                                  "closed by the next start (paperline.ops.runs.reconcile)"})
-    actions.append("lineage: interrupted")
+    store.update_lineage(record.id, status=status, details={**(record.details or {}), "error": error})
+    actions.append(f"lineage: {status}")
     return Repair(record.project, record.mlflow_run_id, actions)
 
 

@@ -49,8 +49,20 @@ def advisory_lock(engine: Any, name: str, wait: bool, timeout_s: float) -> Itera
             yield acquired
         finally:
             if acquired:
-                connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                connection.commit()
+                _unlock(connection, key)
+
+
+def _unlock(connection: Any, key: int) -> None:
+    """Release a session advisory lock; a connection that is gone (the server stopped) took the lock with it, and
+    its error must not replace the one the run is ending with."""
+    from sqlalchemy import exc, text
+
+    try:
+        connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        connection.commit()
+    except exc.DBAPIError as error:
+        if not error.connection_invalidated and not connection.invalidated and not connection.closed:
+            raise
 
 
 @contextmanager

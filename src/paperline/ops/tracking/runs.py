@@ -16,6 +16,7 @@ from typing import Any
 
 from paperline.core.requirements import pinned_requirements
 from paperline.data.datasets import DatasetRef
+from paperline.ops.services import outages
 from paperline.ops.tracking import tags
 from paperline.ops.tracking.client import TrackingError, access, artifact_access
 from paperline.project.interface import Evaluation, GeneratedData, TrainedModel
@@ -157,9 +158,15 @@ def start_run(experiment_id: str, run_name: str, run_tags: dict[str, str]) -> It
     """A new MLflow run, active inside the block; ended FINISHED on leaving it, FAILED if an exception leaves it."""
     import mlflow
 
-    with access("start a run"), mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
-                                                  tags=run_tags) as run:
+    with access("start a run"):
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=run_tags)
+    try:
         yield run
+    except BaseException:
+        with outages.tolerate(outages.MLFLOW):  # a server that is gone: the next run or `paperline doctor` ends it
+            mlflow.end_run(status="FAILED")
+        raise
+    mlflow.end_run()
 
 
 @contextlib.contextmanager
@@ -230,8 +237,10 @@ def set_status(status: str) -> None:
 
 
 def record_error(error: BaseException, status: str = "failed") -> None:
-    """The active run's status and the first 4,000 characters of what ended it (MLflow's tag limit is 5,000)."""
-    set_tags({tags.STATUS: status, tags.ERROR: (str(error) or type(error).__name__)[:4000]})
+    """The active run's status and the first 4,000 characters of what ended it (MLflow's tag limit is 5,000);
+    skipped when the tracking server is gone (the next run or `paperline doctor` closes the run)."""
+    with outages.tolerate(outages.MLFLOW):
+        set_tags({tags.STATUS: status, tags.ERROR: (str(error) or type(error).__name__)[:4000]})
 
 
 def end_run_failed() -> None:
