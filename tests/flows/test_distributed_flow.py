@@ -85,7 +85,7 @@ def test_a_method_that_is_not_rank_safe_refuses_two_processes_in_one_line(shared
 DIED = re.compile(r"^paperline: error: rank 1 of 2 died \(signal SIGKILL\) at step (\d+); the checkpoint of step "
                   r"(\d+) is kept: rerun the same command to resume on every rank$")
 RESUMED = re.compile(r"^paperline: rank (\d) of 2 resumed from step (\d+)$", re.MULTILINE)
-# Seconds from the kill to the run's exit. Measured 5.8 s on this loaded 2-core machine (torchrun notices within its
+# Seconds from the kill to the run's exit. Measured 5.8 s and 12.4 s on this loaded 2-core machine (torchrun notices within its
 # 1 s monitor interval, stops rank 0, and the flow closes the MLflow run and the lineage); today's code took 4.3 s
 # too, but ended with torchrun's failure table instead of a line. 60 s leaves room for torchrun's 30 s SIGTERM grace.
 END_BOUND = 60
