@@ -169,7 +169,8 @@ def report(best: dict[int, dict], args, load_start: float, load_end: float) -> s
         f"command: `OMP_NUM_THREADS=1 .venv/bin/python bench/gate_scale.py --sizes {' '.join(map(str, sizes))} "
         f"--rounds {args.rounds}` (each size a fresh process; best of {args.rounds} interleaved rounds)  ",
         f"machine: {os.cpu_count()} CPU cores, {platform.system()} {platform.machine()}, Python "
-        f"{platform.python_version()}; pandas {pandas.__version__}, great_expectations {great_expectations.__version__}; "
+        f"{platform.python_version()}; pandas {pandas.__version__}, great_expectations "
+        f"{great_expectations.__version__}; "
         f"shared with other jobs (load average {load_start:.2f} at the start, {load_end:.2f} at the end)  ",
         "data: STS-B train copied k times (copy k >= 1: ` copy<k>` appended to both sentences), real dev 1,500 and "
         "test 1,379 rows; kind `scored_pairs`, default limits", "",
@@ -187,8 +188,9 @@ def report(best: dict[int, dict], args, load_start: float, load_end: float) -> s
             f"{b['peak_mb'] - b['imported_mb']:.0f} | {'yes' if b['passed'] else 'NO: ' + ', '.join(b['failures'])} | "
             f"{b['duplicates']} | {b['leakage']} |")
     if len(sizes) > 1:
-        lines += ["", "Growth between sizes: the exponent e in cost ~ rows^e (1 is linear; rows gated, all splits).", "",
-                  "| from | to | gate time e | GX validate e | plan e | memory growth e | marginal µs / added row (gate) | "
+        lines += ["", "Growth between sizes: the exponent e in cost ~ rows^e (1 is linear; rows gated, all splits).",
+                  "", "| from | to | gate time e | GX validate e | plan e | memory growth e | "
+                  "marginal µs / added row (gate) | "
                   "marginal KB / added row (memory) |", "|---|---|---|---|---|---|---|---|"]
         for small, big in zip(sizes, sizes[1:]):
             a, b = best[small], best[big]

@@ -109,7 +109,9 @@ class Outcome:
     def ended(self) -> str:
         if self.timed_out:
             return "timed out"
-        return "ok" if self.rc == 0 else f"exit {self.rc}: {(self.error_lines or ['?'])[-1][len('paperline: error: '):]}"
+        if self.rc == 0:
+            return "ok"
+        return f"exit {self.rc}: {(self.error_lines or ['?'])[-1].removeprefix('paperline: error: ')}"
 
 
 def _free_port() -> int:
@@ -159,7 +161,7 @@ def _stop_group(process: subprocess.Popen) -> None:
             continue
 
 
-def start_mlflow(stack: ExitStack, backend_url: str, folder: Path) -> str:
+def start_mlflow(stack: ExitStack, backend_url: str, folder: Path, workers: int) -> str:
     """`mlflow server` on `backend_url`, artifacts proxied to `folder`; stopped when `stack` closes."""
     port = _free_port()
     log = folder / "mlflow-server.log"
@@ -168,7 +170,8 @@ def start_mlflow(stack: ExitStack, backend_url: str, folder: Path) -> str:
     with log.open("w") as out:
         process = subprocess.Popen(
             [str(BIN / "mlflow"), "server", "--backend-store-uri", backend_url, "--serve-artifacts",
-             "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port)],
+             "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+             "--workers", str(workers)],
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     stack.callback(_stop_group, process)
     url = f"http://127.0.0.1:{port}"
@@ -336,6 +339,9 @@ def main() -> None:
     parser.add_argument("--promotions", type=int, default=4, help="promote/rollback commands per worker (2 workers)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds allowed to each command")
     parser.add_argument("--max-lock-wait", type=float, default=60, help="a sampled lock wait longer is a failure")
+    # One worker by default, as the tests' team server: with more, uvicorn's supervisor kills a worker that misses
+    # its health-check ping, which on a loaded 2-core machine happens during start-up, over and over.
+    parser.add_argument("--mlflow-workers", type=int, default=1)
     parser.add_argument("--out", type=Path, help="also write the report here (markdown)")
     parser.add_argument("--keep-logs", type=Path, help="copy every command's output into this folder")
     args = parser.parse_args()
@@ -350,7 +356,7 @@ def main() -> None:
         log_dir = args.keep_logs or tmp / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         tracking_db, store_url = new_database(stack, "team_load_mlflow"), new_database(stack, "team_load_store")
-        mlflow_url = start_mlflow(stack, tracking_db, tmp)
+        mlflow_url = start_mlflow(stack, tracking_db, tmp, args.mlflow_workers)
         workspace = tmp / "workspace"
         env = {**os.environ, "PAPERLINE_WORKSPACE": str(workspace), "MLFLOW_TRACKING_URI": mlflow_url,
                "PAPERLINE_STORE_URL": store_url, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
@@ -409,10 +415,11 @@ def render(seed, seed_s, load, load_s, args, sampler, found, load_start, load_en
     waited = [o.label for o in everything if "training: waiting for it" in o.stdout + o.stderr]
     problems = [(o.label, o.problem()) for o in everything if o.problem()]
     runs = [o for o in load if o.args[0] == "run"]
+    agreement = "consistent" if not found["aliases"] else f"{len(found['aliases'])} disagree"
     lines = [
         "# Load on a team store (bench/team_load.py)", "",
         f"command: `OMP_NUM_THREADS=1 .venv/bin/python bench/team_load.py --runs {args.runs} --promotions "
-        f"{args.promotions}`  ",
+        f"{args.promotions} --mlflow-workers {args.mlflow_workers}`  ",
         f"machine: {os.cpu_count()} CPU cores, {platform.system()} {platform.machine()}, Python "
         f"{platform.python_version()}; shared with other jobs (load average {load_start:.2f} at the start, "
         f"{load_end:.2f} at the end)  ",
@@ -433,7 +440,7 @@ def render(seed, seed_s, load, load_s, args, sampler, found, load_start, load_en
         f"{sampler.max_advisory} / {sampler.max_sessions} |",
         f"| runs that waited for a twin's training (same cache key) | {len(waited)} |",
         f"| lock waits that timed out | {len(timed_out_locks)} |",
-        f"| audit history vs aliases | {'consistent' if not found['aliases'] else f'{len(found['aliases'])} disagree'} |",
+        f"| audit history vs aliases | {agreement} |",
         f"| versions without a `register` row / lineage left running / MLflow runs left RUNNING | "
         f"{len(found['unregistered'])} / {len(found['lineage running'])} / {len(found['MLflow RUNNING'])} |",
         "", "| command | seconds | ended |", "|---|---|---|",
