@@ -65,3 +65,44 @@ def test_unreachable_remote_is_one_clear_error(tmp_path):
 def test_unknown_kind_is_rejected(tmp_path):
     with pytest.raises(UnknownKindError, match="unknown data kind 'images'"):
         read_frame(tmp_path / "x.tsv", "images")
+
+
+def _hold_dvc_lock(repo, seconds: float):
+    """Take DVC's repository lock as another `dvc` command would, released after `seconds` (a thread)."""
+    import threading
+
+    import zc.lockfile
+
+    (repo / ".dvc" / "tmp").mkdir(parents=True, exist_ok=True)
+    lock = zc.lockfile.LockFile(str(repo / ".dvc" / "tmp" / "lock"))
+    timer = threading.Timer(seconds, lock.close)
+    timer.start()
+    return timer
+
+
+def test_a_run_waits_for_another_dvc_command_of_the_same_checkout(repo):
+    """Runs started at once in one checkout each check data/ with DVC, which holds one lock per repository and
+    gives up after 3 s; a run waits for the other command instead of failing with DVC's LockError."""
+    import time
+
+    resolve_data_version(repo)
+    timer = _hold_dvc_lock(repo, 6.0)  # longer than DVC's own 3 s of retries
+    started = time.monotonic()
+    try:
+        assert resolve_data_version(repo).md5 == POINTER_MD5
+    finally:
+        timer.join()
+    assert time.monotonic() - started >= 5.0
+
+
+def test_a_dvc_lock_held_too_long_is_one_line(repo, monkeypatch):
+    import paperline.data.datasets as datasets
+
+    resolve_data_version(repo)
+    monkeypatch.setattr(datasets, "DVC_LOCK_TIMEOUT_S", 1.0, raising=False)
+    timer = _hold_dvc_lock(repo, 10.0)
+    try:
+        with pytest.raises(DataError, match=r"another DVC command has held .*\.dvc/tmp/lock for over 1 s; wait"):
+            resolve_data_version(repo)
+    finally:
+        timer.join()

@@ -88,3 +88,19 @@ def test_a_run_killed_during_registration_is_closed_and_its_half_version_removed
     # Once its holder lets go without closing it, that run is abandoned too.
     assert [r.mlflow_run_id for r in close_abandoned_runs(store, client)] == [live_run]
     store.close()
+
+
+def test_alias_disagreements_names_every_alias_the_history_does_not_explain(client, tmp_path):
+    from paperline.ops.runs.reconcile import alias_disagreements
+
+    store = AuditStore(f"sqlite:///{tmp_path}/audit.db")
+    registry = ModelRegistry(client, store, actor="tester")
+    v1, v2 = _register(registry, tmp_path, "m"), _register(registry, tmp_path, "m")
+    registry.promote("m", v1, reason="first", force=True)
+    assert alias_disagreements(store, client) == []
+    client.set_registered_model_alias("m", "champion", v2)  # moved behind the audit log's back
+    client.set_registered_model_alias("m", "shadow", v1)  # never audited
+    assert alias_disagreements(store, client) == [
+        f"m@champion is v{v2} in the registry but its latest audit row says v{v1}",
+        f"m@shadow is v{v1} in the registry and has no audit row",
+    ]

@@ -122,9 +122,7 @@ def _align_aliases(store: AuditStore, client: Any, name: str | None) -> list[str
     # The model's alias lock (ModelRegistry.model_lock's name): a live promotion between setting an alias and
     # committing its row looks exactly like a dead one, and must not have its alias put back under it.
     with store.hold(f"model:{name}", timeout_s=300):
-        audited: dict[str, str | None] = {}
-        for event in store.alias_history(name):
-            audited[event.alias] = event.new_version
+        audited = audited_aliases(store, name)
         try:
             current = {alias: str(version) for alias, version in client.get_registered_model(name).aliases.items()}
         except MlflowException:
@@ -140,3 +138,37 @@ def _align_aliases(store: AuditStore, client: Any, name: str | None) -> list[str
             fixed.append(f"alias {alias} of {name} back on v{version or '-'} (was v{current.get(alias, '-')}), "
                          "as audited")
         return fixed
+
+
+def audited_aliases(store: AuditStore, name: str) -> dict[str, str | None]:
+    """Each alias of `name` that the audit history knows, and the version its latest row names (None: removed)."""
+    audited: dict[str, str | None] = {}
+    for event in store.alias_history(name):  # oldest first: the last row of an alias wins
+        audited[event.alias] = event.new_version
+    return audited
+
+
+def alias_disagreements(store: AuditStore, client: Any) -> list[str]:
+    """Where the registry's aliases and the audit history disagree, one line each ([] when they agree): an
+    alias on another version than its latest audit row names, an alias with no audit row, an alias the
+    history removed or never set that the registry still has. Read-only: `close_abandoned_runs` repairs what a
+    dead run left; anything found here with no run dead is a bug."""
+    from mlflow.exceptions import MlflowException
+
+    from paperline.ops.registry.versions import _pages
+
+    found = []
+    for model in [m.name for m in _pages(client.search_registered_models)]:
+        try:
+            current = {alias: str(version) for alias, version in client.get_registered_model(model).aliases.items()}
+        except MlflowException:  # deleted since it was listed
+            continue
+        audited = audited_aliases(store, model)
+        for alias in sorted(set(current) | {a for a, v in audited.items() if v is not None}):
+            if alias not in audited:
+                found.append(f"{model}@{alias} is v{current[alias]} in the registry and has no audit row")
+            elif current.get(alias) != audited[alias]:
+                found.append(f"{model}@{alias} is v{current.get(alias, '-')} in the registry but its latest audit "
+                             f"row says v{audited[alias] or '-'}")
+    return found
+

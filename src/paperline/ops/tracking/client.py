@@ -345,12 +345,22 @@ def experiment_id(client, name: str, artifact_root: str | None) -> str:
     the same permission (EDIT) as the run the flow creates next: a user without it gets one line here, not a
     403 traceback from inside MLflow's fluent API.
     """
+    from mlflow.exceptions import MlflowException
+
     uri = client.tracking_uri
     with access(f"use the experiment '{name}'", uri):
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
             location = {} if artifact_root is None else {"artifact_location": f"{artifact_root.rstrip('/')}/{name}"}
-            return client.create_experiment(name, **location)
+            try:
+                return client.create_experiment(name, **location)
+            except MlflowException as error:
+                # Two first runs of a project at once both found no experiment: the one that lost uses the other's.
+                if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                experiment = client.get_experiment_by_name(name)
+                if experiment is None:
+                    raise
     if is_server(uri):
         with access(f"write runs to the experiment '{name}'", uri):
             client.set_experiment_tag(experiment.experiment_id, tags.PROJECT, name)
