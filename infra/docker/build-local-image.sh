@@ -34,6 +34,10 @@ git -C "$ROOT" ls-files -z --cached --others --exclude-standard \
 torch_pin="$(grep -E '^torch==' "$ROOT/constraints.txt")"
 "$PY" -m pip download --quiet --no-deps --only-binary :all: "$torch_pin" -d "$work/context/wheels"
 "$PY" -m pip freeze --exclude-editable 2>/dev/null | grep -Ev '^(-e |#)|@ |^torch==' >"$work/context/pins.txt" || true
+# pyproject's dependencies, for the image's dependency layer (cached while they and the pins stay the same)
+"$PY" -c 'import sys, tomllib; print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]))' \
+  "$ROOT/pyproject.toml" >"$work/context/requirements.txt"
+cp "$ROOT/constraints.txt" "$work/context/constraints.txt"
 cp "${PIP_CERT:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}" "$work/context/ca-bundle.crt"
 cp "$ROOT/infra/docker/Dockerfile" "$work/context/Dockerfile"
 docker build --network host --build-arg "BASE=$BASE" -t "$TAG" "$work/context"
