@@ -28,6 +28,17 @@ DEFAULT_POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 MLFLOW_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `docker` need a Docker engine and build the job image (minutes): they run only when the `-m`
+    expression names the marker (`pytest -m docker ...`), never in the default selection (`make test`, CI)."""
+    if "docker" in (config.option.markexpr or ""):
+        return
+    deselected = [item for item in items if item.get_closest_marker("docker")]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not item.get_closest_marker("docker")]
+
+
 @pytest.fixture(autouse=True)
 def _mlflow_uris_restored() -> Iterator[None]:
     """MLflow keeps the tracking and registry URIs in module globals and in os.environ (`set_registry_uri` sets

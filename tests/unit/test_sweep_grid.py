@@ -89,7 +89,7 @@ def test_the_sweep_table_and_the_decision_name_every_trial():
 def test_every_deployment_names_a_described_pool_and_the_templates_expose_the_gpu_variables():
     pools = deployments.load_pools(REPO)
     chosen, needed = deployments.select(deployments.load_deployments(REPO), pools, None)
-    assert {p.name for p in needed} == {"cpu", "gpu-docker", "gpu-k8s"}
+    assert {p.name for p in needed} == {"cpu", "cpu-docker", "gpu-docker", "gpu-k8s"}
     # the installed package's flows (module paths): the run flow, and operations flows such as promote-model
     assert all(d["entrypoint"].startswith("paperline_flows.") for d in chosen)
     assert all(d["entrypoint"] == deployments.RUN_ENTRYPOINT for d in chosen if "project_name" in d.get("parameters", {}))
@@ -99,6 +99,10 @@ def test_every_deployment_names_a_described_pool_and_the_templates_expose_the_gp
         assert {"image", "env", "shm_size"} <= set(schema)
     assert {"node_selector", "tolerations", "credentials_secret"} <= set(
         pools["gpu-k8s"].base_job_template()["variables"]["properties"])
+    # a GPU device request fails to start on a host without the NVIDIA toolkit, even for 0 GPUs: none on cpu-docker
+    cpu_docker = pools["cpu-docker"].base_job_template()
+    assert "device_requests" not in cpu_docker["job_configuration"]["container_create_kwargs"]
+    assert "gpu_count" not in cpu_docker["variables"]["properties"]
     with pytest.raises(deployments.DeploymentError, match="no deployment .* uses work pool 'nope'"):
         deployments.select(deployments.load_deployments(REPO), pools, "nope")
 

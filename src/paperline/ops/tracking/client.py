@@ -103,9 +103,19 @@ def check_reachable(tracking_uri: str) -> None:
         raise TrackingError(f"MLflow at {tracking_uri} answered its health check with an error")
 
 
+def _login() -> tuple[str | None, str | None]:
+    """The user and password the MLflow client sends, read as MLflow reads them: MLFLOW_TRACKING_USERNAME and
+    MLFLOW_TRACKING_PASSWORD, else its credentials file ~/.mlflow/credentials (how a docker pool's container gets
+    them: a mounted file, docs/work-pools.md). Reading only the variables refused a login the client would send."""
+    from mlflow.utils.credentials import read_mlflow_creds
+
+    creds = read_mlflow_creds()
+    return creds.username, creds.password
+
+
 def _auth_headers() -> dict[str, str]:
-    """The credentials the MLflow client sends, from the same variables: user and password, else a token."""
-    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    """The credentials the MLflow client sends: user and password (variables or file), else a token."""
+    user, password = _login()
     if user and password:
         return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
     if os.environ.get("MLFLOW_TRACKING_TOKEN"):
@@ -116,9 +126,9 @@ def _auth_headers() -> dict[str, str]:
 def access_error(tracking_uri: str, status: int, action: str, grant: str = "") -> TrackingError:
     """One line for a 401 (no or wrong login) or a 403 (no permission to `action`) from MLflow, saying what to do:
     `grant` names the permission to ask for (default: EDIT on the experiment or registered model, from an admin)."""
-    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
-    login = ("set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to your account on that server "
-             "(an MLflow admin creates it)")
+    user, _ = _login()
+    login = ("set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or ~/.mlflow/credentials) to your account "
+             "on that server (an MLflow admin creates it)")
     if status == 401 and not user:
         return TrackingError(f"MLflow at {tracking_uri} requires a login (401 Unauthorized); {login}")
     if status == 401:
