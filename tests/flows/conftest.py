@@ -275,3 +275,24 @@ def team_mlflow_server(tmp_path_factory, moto_s3, new_postgres_database) -> Team
     _wait_for_http(f"{url}/health", process, 180, "mlflow server", log)
     yield TeamServer(url=url, bucket=bucket, admin=admin, s3=moto_s3)
     _stop(process)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server_on_postgres(tmp_path_factory, new_postgres_database) -> str:
+    """A plain `mlflow server` (no login) on a fresh PostgreSQL database, artifacts proxied to a folder: the
+    tracking server of a team that needs no accounts; returns its URL. One uvicorn worker, as the team server
+    above: with more, uvicorn kills a worker that misses its health-check ping on a loaded machine."""
+    backend = new_postgres_database().replace("postgresql://", "postgresql+psycopg2://", 1)
+    folder = tmp_path_factory.mktemp("mlflow-on-postgres")
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_TRACKING_")} | {
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    cmd = [str(BIN / "mlflow"), "server", "--backend-store-uri", backend, "--serve-artifacts",
+           "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+           "--workers", "1"]
+    log = folder / "mlflow-server.log"
+    process = _start(cmd, env, log)
+    url = f"http://127.0.0.1:{port}"
+    _wait_for_http(f"{url}/health", process, 180, "mlflow server", log)
+    yield url
+    _stop(process)
