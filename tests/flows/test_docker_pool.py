@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import uuid
@@ -96,8 +97,9 @@ def test_a_docker_worker_runs_the_smoke_deployment_in_the_image_and_the_model_is
             flow_run = client.read_flow_run(uuid.UUID(flow_run_id))
     assert flow_run.state.is_completed(), (flow_run.state, logs)
     assert flow_run.job_variables["image"] == image
-    # it ran in a container of the image: the worker names the container after the flow run
-    assert "Docker container" in logs or "container" in logs.lower(), logs
+    # it ran in a container of the image, which exited and was removed (auto_remove): none is left behind
+    assert re.search(r"Docker container '\S+' has status '(exited|removing)'", worker.stdout + worker.stderr), logs
+    assert docker_engine.containers.list(all=True, filters={"ancestor": image}) == []
 
     from mlflow import MlflowClient
 
