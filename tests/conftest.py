@@ -10,10 +10,12 @@ with the reason, and everything else still runs.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -144,3 +146,24 @@ def pulled_data(tmp_path_factory):
     from paperline.data.datasets import resolve_data_version
 
     return resolve_data_version(make_repo_copy(tmp_path_factory.mktemp("data_repo")))
+
+
+@pytest.fixture
+def mount_tmpfs(tmp_path):
+    """mount(options) -> a fresh tmpfs folder (`size=4m`, `ro`), unmounted at the end of the test: a full or
+    read-only file system for real. It needs root (CI runs as root); without it the test fails, never skips."""
+    mounted: list[Path] = []
+
+    def mount(options: str) -> Path:
+        folder = tmp_path / f"mnt{len(mounted)}"
+        folder.mkdir()
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                                capture_output=True, text=True, timeout=30)
+        if result.returncode != 0:
+            pytest.fail(f"cannot mount a tmpfs at {folder} ({result.stderr.strip()}): these tests need root")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in reversed(mounted):
+        subprocess.run(["umount", str(folder)], capture_output=True, timeout=30)

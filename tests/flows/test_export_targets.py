@@ -41,25 +41,6 @@ def ws(shared_workspace):
     return workspace
 
 
-@pytest.fixture
-def mount_tmpfs(tmp_path):
-    mounted: list[Path] = []
-
-    def mount(options: str) -> Path:
-        folder = tmp_path / f"mnt{len(mounted)}"
-        folder.mkdir()
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
-                                capture_output=True, text=True, timeout=30)
-        if result.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip()}): needs root")
-        mounted.append(folder)
-        return folder
-
-    yield mount
-    for folder in reversed(mounted):
-        subprocess.run(["umount", str(folder)], capture_output=True, timeout=30)
-
-
 def _one_line(result: subprocess.CompletedProcess, code: int = 2) -> str:
     """Exit `code`, no traceback, and one `paperline: error:` line, the last one."""
     assert result.returncode == code, result.stderr[-3000:]

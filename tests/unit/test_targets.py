@@ -8,32 +8,11 @@ few hundred KiB for a full disk (`mount` needs root, as these tests run in CI an
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from paperline.core.targets import TargetError, check_target, write_text
-
-
-@pytest.fixture
-def mount_tmpfs(tmp_path):
-    """mount(options) -> a fresh tmpfs folder; each is unmounted at the end of the test."""
-    mounted: list[Path] = []
-
-    def mount(options: str) -> Path:
-        folder = tmp_path / f"mnt{len(mounted)}"
-        folder.mkdir()
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
-                                capture_output=True, text=True, timeout=30)
-        if result.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip()}): needs root")
-        mounted.append(folder)
-        return folder
-
-    yield mount
-    for folder in reversed(mounted):
-        subprocess.run(["umount", str(folder)], capture_output=True, timeout=30)
 
 
 def _fill(folder: Path) -> None:
