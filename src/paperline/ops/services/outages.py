@@ -13,8 +13,9 @@ How long a run takes to notice, and what bounds it:
 - MLflow: each REST call is retried MLFLOW_HTTP_REQUEST_MAX_RETRIES times (paperline's default 4, set by
   paperline.core.settings.quiet_environment; MLflow's is 7) with a backoff of 2, 4, 8, 16 s
   (MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR 2, up to 1 s jitter each), every try bounded by MLFLOW_HTTP_REQUEST_TIMEOUT
-  (paperline's default 60 s, MLflow's 120 s): a refused connection fails after about 30 s. Once one call failed so, the process stops retrying (`_stop_retrying_mlflow`): the
-  run's closing writes fail at once instead of 30 s each.
+  (paperline's default 60 s, MLflow's 120 s): a refused connection fails after about 30 s. Once one call failed
+  so, the process stops retrying (`_stop_retrying_mlflow`): the run's closing writes fail at once instead of
+  30 s each.
 - The store (PostgreSQL): a dropped connection fails the next statement at once; a new one gives up after
   connect_timeout (10 s, paperline.ops.store.audit).
 - Prefect: the client retries PREFECT_CLIENT_MAX_RETRIES times (5) with a backoff of 2, 4, 8, 16, 32 s, each
