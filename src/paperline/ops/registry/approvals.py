@@ -64,9 +64,12 @@ class Approvals:
                                       "compared_with": target.tags.get(tags.COMPARED_WITH, "none")},
                          "policy": view.to_dict()},
             )[0]
-            self.set_version_tags(name, str(target.version), {tags.APPROVAL: APPROVED, tags.APPROVAL_BY: approver,
-                                                  tags.APPROVAL_REASON: reason})
+            self.set_version_tags(name, str(target.version), {tags.APPROVAL_BY: approver, tags.APPROVAL_REASON: reason,
+                                                  tags.APPROVAL: APPROVED})  # the state last
         return event
+
+    # The answer's tags are written one by one, the state (`paperline.approval`) last: a reader that polls the state
+    # (`paperline approve|reject`) then finds who answered and why already there.
 
     def reject(self, name: str, version: str | int, approver: str, reason: str) -> None:
         """The pending ``version`` stays ``challenger`` for good: ``champion`` does not move."""
@@ -74,8 +77,8 @@ class Approvals:
         approver = _required_approver(approver)
         with self.model_lock(name):
             target = self._pending(name, version)
-            self.set_version_tags(name, str(target.version), {tags.APPROVAL: REJECTED, tags.APPROVAL_BY: approver,
-                                                  tags.APPROVAL_REASON: reason})
+            self.set_version_tags(name, str(target.version), {tags.APPROVAL_BY: approver, tags.APPROVAL_REASON: reason,
+                                                  tags.APPROVAL: REJECTED})  # the state last
 
     def expire(self, name: str, version: str | int, after_s: float | None = None, reason: str | None = None) -> None:
         """Nobody answered the pending ``version`` within ``after_s`` seconds (or ``reason`` says what else ended
@@ -85,7 +88,7 @@ class Approvals:
         reason = _required_reason(reason, "expire a pending approval")
         with self.model_lock(name):
             target = self._pending(name, version)
-            self.set_version_tags(name, str(target.version), {tags.APPROVAL: EXPIRED, tags.APPROVAL_REASON: reason})
+            self.set_version_tags(name, str(target.version), {tags.APPROVAL_REASON: reason, tags.APPROVAL: EXPIRED})
 
     def pending_approvals(self, name: str | None = None) -> list[ModelVersion]:
         """The versions waiting for an answer (of ``name``, or of every model), by model and version."""
