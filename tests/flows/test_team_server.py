@@ -218,8 +218,9 @@ def _alice_model_with_two_champions(as_user, client_as) -> None:
         versions = alice.search_model_versions(f"name = '{MODEL}'")
     if len(versions) < 2:
         first = min(versions, key=lambda v: int(v.version))
-        alice.create_model_version(MODEL, first.source, run_id=first.run_id, tags=first.tags,
-                                   model_id=first.model_id)
+        # a search's versions may not carry model_id; the source `models:/<model_id>` names it
+        model_id = first.model_id or first.source.removeprefix("models:/")
+        alice.create_model_version(MODEL, first.source, run_id=first.run_id, tags=first.tags, model_id=model_id)
     latest = max(int(v.version) for v in alice.search_model_versions(f"name = '{MODEL}'"))
     if str(alice.get_registered_model(MODEL).aliases.get("champion")) != str(latest):
         promoted = as_user(*ALICE).paperline("promote", MODEL, str(latest), "--force", "--reason", "a second champion")

@@ -372,8 +372,8 @@ def experiment_id(client, name: str, artifact_root: str | None) -> str:
                 if experiment is None:
                     raise
     if is_server(uri):
-        with access(f"write runs to the experiment '{name}'", uri):
-            client.set_experiment_tag(experiment.experiment_id, tags.PROJECT, name)
+        with access(f"write runs to the experiment '{name}'", uri):  # says which experiment, not its id
+            getattr(client, "_client", client).set_experiment_tag(experiment.experiment_id, tags.PROJECT, name)
     return experiment.experiment_id
 
 
