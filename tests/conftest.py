@@ -30,15 +30,19 @@ DEFAULT_POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 MLFLOW_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
+OPT_IN_MARKERS = ("docker", "load")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `docker` need a Docker engine and build the job image (minutes): they run only when the `-m`
-    expression names the marker (`pytest -m docker ...`), never in the default selection (`make test`, CI)."""
-    if "docker" in (config.option.markexpr or ""):
-        return
-    deselected = [item for item in items if item.get_closest_marker("docker")]
+    """Tests marked `docker` (a Docker engine and a job image built in minutes) or `load` (several projects' runs at
+    once on one team store, tens of minutes on 2 cores) run only when the `-m` expression names their marker
+    (`pytest -m docker ...`, `pytest -m load ...`), never in the default selection (`make test`, CI: its budget)."""
+    named = config.option.markexpr or ""
+    opt_in = [marker for marker in OPT_IN_MARKERS if marker not in named]
+    deselected = [item for item in items if any(item.get_closest_marker(marker) for marker in opt_in)]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
-        items[:] = [item for item in items if not item.get_closest_marker("docker")]
+        items[:] = [item for item in items if item not in deselected]
 
 
 @pytest.fixture(autouse=True)

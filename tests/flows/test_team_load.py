@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.load]  # `pytest -m load`: not in make test
 
 PROMOTED = "sbert_sts-smoke"
 # The cheapest smoke configs; two runs of one project with different seeds: one experiment, one model, two versions.
