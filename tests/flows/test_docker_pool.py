@@ -24,6 +24,7 @@ pytestmark = pytest.mark.docker
 MODEL = "sbert_sts-smoke"
 DEPLOYMENT = "paperline-run/sbert-sts-smoke-docker"
 USER = ("carol", "carol-docker-pass")  # a user of the test's own MLflow server, never a real one
+CONTAINER_HOME = "/root"  # the image's user is root (infra/docker/Dockerfile): MLflow reads ~/.mlflow there
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,7 @@ def test_a_docker_worker_runs_the_smoke_deployment_in_the_image_and_the_model_is
                 "MLFLOW_TRACKING_URI": team_mlflow_server.url, "PAPERLINE_STORE_URL": new_postgres_database()},
         # the image's checkout pulls data/ from its DVC remote (../../shared/dvc-remote of /opt/paperline/.dvc)
         "volumes": [f"{SHARED / 'dvc-remote'}:/opt/shared/dvc-remote:ro",
-                    f"{credentials}:/root/.mlflow/credentials:ro"],
+                    f"{credentials}:{CONTAINER_HOME}/.mlflow/credentials:ro"],
     }
     submitted = subprocess.run(
         [str(BIN / "prefect"), "deployment", "run", DEPLOYMENT,
