@@ -1,7 +1,8 @@
 """`fit()` under a real 2-process torchrun (torch.distributed with gloo on the CPU), and the launcher around it.
 
-The defect these guard against: every rank removed a half-written `checkpoint-N/` (rank 0 then died with
-FileNotFoundError) and every rank wrote the loss state. A tiny random BERT keeps each torchrun to seconds; each
+The defects these guard against: every rank removed a half-written `checkpoint-N/` (rank 0 then died with
+FileNotFoundError), every rank wrote the loss state, and every rank wrote the model files of a checkpoint (rank 1
+after rank 0's manifest, which then read as corrupted). A tiny random BERT keeps each torchrun to seconds; each
 process runs with OMP_NUM_THREADS=1.
 """
 
@@ -65,6 +66,17 @@ WORKER = textwrap.dedent(
     shutil.rmtree = logged_rmtree  # who removes checkpoints (the half-written one, the trainer's rotation)
 
     import torch
+
+    _torch_save = torch.save
+
+    def logged_torch_save(obj, f, *args, **kwargs):
+        if str(f).endswith("training_args.bin"):  # one of the model files a checkpoint's save writes
+            with open(os.environ["LOSS_STATE_LOG"] + ".model_files", "a") as log:
+                log.write(f"{os.environ['RANK']} {Path(f).parent.name}\\n")
+        return _torch_save(obj, f, *args, **kwargs)
+
+    torch.save = logged_torch_save
+
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer
 
@@ -146,6 +158,9 @@ def test_a_killed_two_rank_run_with_a_half_written_checkpoint_resumes_on_both_ra
     assert all((p / "trainer_state.json").exists() and (p / LOSS_STATE).exists() for p in out.glob("checkpoint-*"))
     writes = log.read_text().split("\n")[:-1]
     assert writes == [f"0 checkpoint-{step + 3}", f"0 checkpoint-{step + 6}"], writes
+    # the model files too: rank 1 rewriting them after rank 0's manifest made a sound checkpoint read as corrupted
+    model_files = (tmp_path / "second.log.model_files").read_text().split("\n")[:-1]
+    assert model_files == writes, model_files
 
 
 def _wait_gone(pid: int, seconds: float = 30) -> None:

@@ -27,9 +27,8 @@ LOSS_STATE = "loss.safetensors"  # a loss's own trainable weights, beside the tr
 # sha256 of every file of a checkpoint, written last: a checkpoint without it is a save that a kill cut short, and
 # a file whose bytes changed since (a disk error, a partial overwrite with the header intact) is found before use.
 MANIFEST = "paperline-manifest.json"
-# Not in the manifest: the model card sentence-transformers writes into each save. It describes, never loads, and
-# under torchrun a rank other than 0 may write it again after rank 0 wrote the manifest (a 2-rank test saw its
-# bytes change), which made a sound checkpoint look corrupted.
+# Not in the manifest: the model card sentence-transformers writes into each save. It describes, never loads (and
+# before the saving rank alone wrote a checkpoint's model files, paperline.ml.training, rank 1 rewrote it).
 UNCHECKED = {"README.md"}
 
 

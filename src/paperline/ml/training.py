@@ -235,13 +235,30 @@ def _trainer_classes(model: Any) -> tuple[Any, Any]:
     )
 
     if isinstance(model, CrossEncoder):
-        return CrossEncoderTrainer, CrossEncoderTrainingArguments
+        return _rank_zero_saves(CrossEncoderTrainer), CrossEncoderTrainingArguments
     from sentence_transformers import (
         SentenceTransformerTrainer,
         SentenceTransformerTrainingArguments,
     )
 
-    return SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    return _rank_zero_saves(SentenceTransformerTrainer), SentenceTransformerTrainingArguments
+
+
+def _rank_zero_saves(trainer_class: Any) -> Any:
+    """The trainer, with the model files of a checkpoint written by the saving rank alone.
+
+    transformers 5's `save_model` calls `_save` on every rank in plain DDP, and sentence-transformers' `_save`
+    assumes it runs on rank 0 only: under torchrun rank 1 rewrote the weights, README.md and training_args.bin of
+    a checkpoint whose manifest rank 0 had already written, so a sound checkpoint read as corrupted.
+    """
+
+    class RankZeroSaves(trainer_class):
+        def _save(self, output_dir=None, state_dict=None):
+            if self.args.should_save:
+                super()._save(output_dir, state_dict=state_dict)
+
+    RankZeroSaves.__name__ = RankZeroSaves.__qualname__ = trainer_class.__name__
+    return RankZeroSaves
 
 
 def _save_loss_state_callback(loss: Any, model: Any):
@@ -268,6 +285,8 @@ def _write_manifest_callback():
     class WriteManifest(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            # every rank writes its own RNG state into the checkpoint: the manifest waits until all have
+            barrier()
             if state.is_world_process_zero and folder.is_dir():
                 write_manifest(folder)
             return control
