@@ -262,3 +262,37 @@ def test_promote_and_rollback_without_permission_on_the_model_move_nothing(team,
     assert rollback.stderr.strip() == line
     assert f"does not allow user 'bob' to point the alias 'champion' of the model '{MODEL}'" in line
     assert _aliases_and_history(team_repo, alice) == before
+
+
+@pytest.mark.postgres
+def test_a_run_whose_registration_is_refused_registers_nothing_and_closes_its_run(team, team_repo, as_user,
+                                                                                  client_as):
+    """bob may write runs to the project's experiment (an admin granted EDIT) but only read alice's model: his run
+    trains, then registering is refused: one line, exit 1, no new version, his lineage row and MLflow run closed."""
+    from paperline.ops.store.audit import AuditStore
+
+    _alice_model_with_two_champions(as_user, client_as)
+    alice = client_as(*ALICE)
+    experiment = alice.get_experiment_by_name("sbert_sts") or alice.get_experiment(
+        alice.create_experiment("sbert_sts"))
+    # MLflow 3's basic-auth grants through one endpoint per user and resource (its 2.0 permission routes are gone)
+    status, _ = team.request("POST", "/api/3.0/mlflow/users/permissions/grant",
+                             {"username": BOB[0], "resource_type": "experiment",
+                              "resource_id": experiment.experiment_id, "permission": "EDIT"}, auth=team.admin)
+    assert status == 200
+    versions = sorted(str(v.version) for v in alice.search_model_versions(f"name = '{MODEL}'"))
+    before = _aliases_and_history(team_repo, alice)
+    store = AuditStore(f"sqlite:///{team_repo / '.paperline' / 'paperline.db'}")
+    earlier = {row.id for row in store.lineage(project="sbert_sts")}
+
+    result = as_user(*BOB).paperline("run", "sbert_sts", "--config", "smoke", "seed=7")  # a model of its own
+    line = _one_error_line(result)
+    assert (f"MLflow at {team.url} does not allow user 'bob' to register a new version of the model '{MODEL}' "
+            "(403 Forbidden)") in line and "for EDIT permission on it" in line
+
+    assert sorted(str(v.version) for v in alice.search_model_versions(f"name = '{MODEL}'")) == versions
+    assert _aliases_and_history(team_repo, alice) == before
+    (row,) = [row for row in store.lineage(project="sbert_sts") if row.id not in earlier]
+    assert row.status == "failed" and row.model_version is None
+    run = alice.get_run(row.mlflow_run_id)
+    assert run.info.status == "FAILED" and run.info.experiment_id == experiment.experiment_id
