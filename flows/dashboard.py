@@ -75,3 +75,37 @@ def publish_tables(project_name: str, evaluation: Evaluation) -> None:
     for name, columns in evaluation.tables.items():
         create_table_artifact(key=views.artifact_key(project_name, name), table=columns,
                               description=f"{project_name}: {name}")
+
+
+def close_flow_runs_left_running(store, prefect_api: str | None, current: str | None = None) -> list:
+    """Set CRASHED each flow run the Prefect server at `prefect_api` still shows running (or pending) although its
+    run ended: a run that ended while that server was gone could not tell it (paperline.ops.runs.reconcile
+    decides which are ours and ended). CRASHED is Prefect's state for a run whose process stopped without
+    reporting; forced, as the server's rules refuse RUNNING -> CRASHED from a client otherwise."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.states import Crashed
+
+    from paperline.ops.runs.reconcile import Repair, ended_runs_of
+
+    if not prefect_api:  # an ephemeral Prefect: no server keeps a state
+        return []
+    still_open = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(
+        any_=[StateType.RUNNING, StateType.PENDING])))
+    repairs = []
+    with temporary_settings({PREFECT_API_URL: prefect_api}), get_client(sync_client=True) as client:
+        flow_runs: list[str] = []
+        for page in range(50):  # the server answers at most 200 a call; a team's open runs are far fewer
+            found = client.read_flow_runs(flow_run_filter=still_open, limit=200, offset=200 * page)
+            flow_runs += [str(f.id) for f in found]
+            if len(found) < 200:
+                break
+        for row in ended_runs_of(store, flow_runs, current):
+            error = (row.details or {}).get("error") or "no error recorded"
+            message = f"closed by paperline: the run ended ({row.status}) while this server was unreachable: {error}"
+            client.set_flow_run_state(row.flow_run_id, Crashed(message=message[:2000]), force=True)
+            repairs.append(Repair(row.project, row.mlflow_run_id,
+                                  [f"Prefect flow run {row.flow_run_id} closed as CRASHED (lineage: {row.status})"]))
+    return repairs

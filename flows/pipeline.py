@@ -33,6 +33,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import TerminationSignal
 from prefect.runtime import flow_run
+from prefect.settings import PREFECT_API_URL
 from prefect.utilities.urls import url_for
 
 from paperline.core.errors import PaperlineError
@@ -179,6 +180,12 @@ def open_run(project_name: str, config_name: str, overrides: list[str] | None,
                       model_name=cfg.model_name or project.name, upstream=models)
     for repair in close_abandoned_runs(services.store, services.client):  # nothing half-registered stays
         get_run_logger().warning(f"closed an abandoned run: {repair.line()}")
+    try:  # the dashboard's record of runs that ended while the server was gone; not worth this run
+        for repair in dashboard.close_flow_runs_left_running(services.store, PREFECT_API_URL.value(),
+                                                             str(flow_run.id)):
+            get_run_logger().warning(f"closed an abandoned run: {repair.line()}")
+    except Exception as error:
+        get_run_logger().warning(f"could not close the flow runs left running: {error}")
     experiment = tracking_client.experiment_id(services.client, project.name, settings.artifact_root)
     return RunPlan(settings, project, cfg, config_name, list(overrides or []), version, refs, models, lineage,
                    services, experiment)
@@ -216,9 +223,17 @@ class LineageRow:
         except BaseException as error:  # whatever ended it
             status = ending_status(error)
             with outages.tolerate(outages.STORE):  # a store that is gone leaves the row `running` for reconcile
-                self.close(status, details={"error": str(error) or type(error).__name__})
+                self.close(status, details={"error": str(error) or type(error).__name__}, **self._registered())
             tracking.record_error(error, status)  # skipped where MLflow is gone: reconcile closes the run
             raise
+
+    def _registered(self) -> dict[str, Any]:
+        """The version this run registered, if it got that far (its `register` audit row, written with the version
+        or not at all): a run that fails after registering (a Prefect server gone at its last report) records
+        the version it left in the registry."""
+        versions = [event.new_version for event in self.store.alias_history(self.lineage.model_name)
+                    if event.action == "register" and event.mlflow_run_id == self.mlflow_run_id]
+        return {"model_version": versions[-1]} if versions else {}
 
     def _fields(self, status: str, **fields: Any) -> dict[str, Any]:
         return self.lineage.record(status=status, mlflow_run_id=self.mlflow_run_id, gate_passed=self.gate_passed,

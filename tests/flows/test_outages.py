@@ -1,7 +1,7 @@
 """A service that goes away in the middle of `paperline run`, and a disk that fills while it writes.
 
-Each test starts its own server on 127.0.0.1 and a free port (an MLflow server on a private SQLite store, a
-private PostgreSQL made with initdb), starts a smoke run that trains long
+Each test starts its own server on 127.0.0.1 and a free port (an MLflow server on a private SQLite store, a Prefect
+server with a private home, a private PostgreSQL made with initdb), starts a smoke run that trains long
 enough, kills the server by PID while the model trains, and checks what the user gets: the run ends within a
 bounded time with one line naming the service and what to do, exit 1, nothing registered; once the service is
 back, `paperline doctor` (or the next run) leaves no MLflow run RUNNING and no lineage row `running`.
@@ -74,7 +74,8 @@ def _wait_until(check, seconds: float, what: str, process: subprocess.Popen | No
         if check():
             return
         if process is not None and process.poll() is not None:
-            pytest.fail(f"{what}: the process exited with {process.returncode}")
+            output = process.stderr.read()[-3000:] if process.stderr else ""
+            pytest.fail(f"{what}: the process exited with {process.returncode}: {output}")
         if time.monotonic() > deadline:
             break
         time.sleep(0.5)
@@ -176,6 +177,91 @@ def test_an_mlflow_server_killed_mid_run_ends_the_run_in_one_line_and_doctor_clo
     closed = client.get_run(lineage.mlflow_run_id)
     assert closed.info.status == "FAILED" and "stopped answering during training" in closed.data.tags["paperline.error"]
     assert client.search_registered_models() == []  # nothing registered
+    assert "nothing to repair" in workspace.paperline("doctor", timeout=300).stdout
+
+
+# ---- a team's Prefect server (PREFECT_API_URL) ---------------------------------------------------------------
+
+
+class PrefectServer:
+    """`prefect server start` with a private PREFECT_HOME (its SQLite database) on 127.0.0.1 and a free port;
+    kill() SIGKILLs its process group, start() brings it back on the same port and database."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.port = folder, _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/api"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        env.update(PREFECT_HOME=str(self.folder), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+        with (self.folder / "server.log").open("a") as log:
+            self.process = subprocess.Popen(
+                [str(BIN / "python"), "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                 "--port", str(self.port)], env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True)
+        # a fresh database's migrations took over 120 s on a loaded 2-core machine
+        _wait_until(lambda: _answers(f"{self.url}/health"), 300, "prefect server", self.process)
+
+    def kill(self) -> None:
+        if self.process is not None:
+            _kill_group(self.process.pid)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _stop(self.process)
+
+
+@pytest.fixture
+def prefect_server(tmp_path):
+    server = PrefectServer(tmp_path / "prefect")
+    server.folder.mkdir()
+    server.start()
+    yield server
+    server.stop()
+
+
+def _flow_run_state(api_url: str, flow_run_id: str) -> str:
+    import json
+
+    with urllib.request.urlopen(f"{api_url}/flow_runs/{flow_run_id}", timeout=30) as response:
+        return json.loads(response.read())["state_type"]
+
+
+def test_a_prefect_server_killed_mid_run_ends_the_run_in_one_line_and_doctor_closes_it(make_workspace,
+                                                                                         prefect_server):
+    workspace = make_workspace(PREFECT_API_URL=prefect_server.url)
+    run = _start_run(workspace)
+    _wait_for_training(workspace, run)
+    prefect_server.kill()
+    stderr, seconds = _finish(run)
+    print(f"Prefect killed while training: the run ended {seconds:.0f} s later")
+    assert run.returncode == 1, stderr[-3000:]
+    line = _one_error_line(stderr)
+    assert line.startswith(f"paperline: error: the Prefect server at {prefect_server.url} (PREFECT_API_URL) stopped "
+                           "answering during "), line
+    assert line.endswith("; start it again and rerun; the run is closed by the next run or paperline doctor"), line
+    store = AuditStore(workspace.store_url)
+    (lineage,) = store.lineage(project="sbert_sts")
+    assert lineage.status == "failed"  # closed by the run itself: the store and MLflow answered
+    client = workspace.client()
+    assert client.get_run(lineage.mlflow_run_id).info.status == "FAILED"
+    # The kill is noticed at the run's next call to Prefect's API (task states travel as events): the last
+    # report, after the registry moved. Whatever moved did so whole, and the lineage says so: a version exists
+    # only with its `register` audit row, and the row of the run that registered it names it.
+    versions = [str(v.version) for v in client.search_model_versions(f"name = '{MODEL}'")]
+    registered = [e.new_version for e in store.alias_history(MODEL) if e.action == "register"]
+    assert sorted(versions) == sorted(registered) and len(versions) <= 1, (versions, registered)
+    assert lineage.model_version == (versions[0] if versions else None)
+
+    prefect_server.start()  # back: doctor closes the flow run the dead server could not be told about
+    assert _flow_run_state(prefect_server.url, lineage.flow_run_id) == "RUNNING"
+    doctor = workspace.paperline("doctor", timeout=300)
+    assert doctor.returncode == 0, doctor.stderr[-3000:]
+    assert f"sbert_sts run {lineage.mlflow_run_id}: Prefect flow run {lineage.flow_run_id} closed as CRASHED" \
+        in doctor.stdout, doctor.stdout
+    assert _flow_run_state(prefect_server.url, lineage.flow_run_id) == "CRASHED"
     assert "nothing to repair" in workspace.paperline("doctor", timeout=300).stdout
 
 

@@ -104,3 +104,20 @@ def test_alias_disagreements_names_every_alias_the_history_does_not_explain(clie
         f"m@champion is v{v2} in the registry but its latest audit row says v{v1}",
         f"m@shadow is v{v1} in the registry and has no audit row",
     ]
+
+
+def test_the_flow_runs_to_close_are_ours_and_ended_and_never_the_callers_own(tmp_path):
+    """Of the flow runs a Prefect server shows running: the one whose run ended (a retried run's rows all ended
+    too) is closed; one whose row still runs, one paperline never recorded, and the caller's own are not."""
+    from paperline.ops.runs.reconcile import ended_runs_of
+
+    store = AuditStore(f"sqlite:///{tmp_path}/audit.db")
+    store.record_lineage(project="p", status="failed", flow_run_id="ended", mlflow_run_id="r1")
+    store.record_lineage(project="p", status="interrupted", flow_run_id="retried", mlflow_run_id="r2")
+    store.record_lineage(project="p", status="failed", flow_run_id="retried", mlflow_run_id="r3")
+    store.record_lineage(project="p", status="failed", flow_run_id="still-going", mlflow_run_id="r4")
+    store.record_lineage(project="p", status="running", flow_run_id="still-going", mlflow_run_id="r5")
+    store.record_lineage(project="p", status="failed", flow_run_id="mine", mlflow_run_id="r6")
+    ended = ended_runs_of(store, ["ended", "retried", "still-going", "not-ours", "mine"], current="mine")
+    assert [(row.flow_run_id, row.mlflow_run_id) for row in ended] == [("ended", "r1"), ("retried", "r3")]
+    store.close()

@@ -86,12 +86,28 @@ def task_names() -> list[str]:
 
 
 def cmd_doctor(args) -> int:
-    """Close runs that died without closing themselves (MLflow run, half-registered version, aliases, lineage)."""
+    """Close runs that died without closing themselves (MLflow run, half-registered version, aliases, lineage,
+    the Prefect flow run)."""
     from paperline.ops.runs.reconcile import close_abandoned_runs
+    from paperline.ops.services import outages
+    from paperline.ops.services.prefect_server import running_server
 
     registry = open_registry()
+    settings = workspace_settings()
+    # the server runs reported to: the team's (PREFECT_API_URL) or the workspace's, when it is up (none is started)
+    prefect_api = settings.prefect_api_url or (running_server(settings.prefect_home) or {}).get("api_url")
     repairs = close_abandoned_runs(registry.store, registry.client)
+    unchecked = None
+    if prefect_api:
+        try:
+            repairs += load_flow("close_flow_runs")(registry.store, prefect_api)
+        except Exception as error:
+            if not outages.is_outage(error, outages.PREFECT):
+                raise
+            unchecked = f"Prefect flow runs not checked: the Prefect server at {prefect_api} does not answer"
     print("\n".join(f"repaired: {r.line()}" for r in repairs) or "nothing to repair: every run that started ended")
+    if unchecked:
+        print(unchecked)
     return 0
 
 

@@ -11,7 +11,9 @@ history says it is, and its lineage row says `interrupted`. Every `paperline run
 A run that ended while a service was gone (paperline.ops.services.outages) closes what it can and leaves the rest
 for here: with the tracking server gone, its lineage says `failed` but its MLflow run stays RUNNING (closed here
 as FAILED with the lineage's error, once the server answers); with the store gone, its MLflow run ended FAILED
-with its error but its lineage row stays `running` (closed here with the status and error the run gave MLflow).
+with its error but its lineage row stays `running` (closed here with the status and error the run gave MLflow);
+with the Prefect server gone, its lineage and MLflow run say `failed` but that server shows the flow run RUNNING
+(set CRASHED here once it answers).
 """
 
 from __future__ import annotations
@@ -45,6 +47,19 @@ def close_abandoned_runs(store: AuditStore, client: Any) -> list[Repair]:
             if dead:
                 repairs.append(_close_mlflow_run(store, client, record))
     return repairs
+
+
+def ended_runs_of(store: AuditStore, flow_run_ids: list[str], current: str | None = None) -> list[LineageRecord]:
+    """Of the flow runs a Prefect server shows running, those whose lineage rows all ended (each run's last row):
+    runs that ended while that server was gone. Their closing is Prefect's (paperline_flows.dashboard: the library
+    never calls Prefect). A flow run without a lineage row (a sweep's, a deployment's wrapper) is not ours;
+    `current` (the caller's own, which a retried flow run shares with its ended first try) is left alone."""
+    ended = []
+    for flow_run_id in flow_run_ids:
+        rows = store.lineage(flow_run_id=flow_run_id)
+        if flow_run_id != current and rows and all(row.status != "running" for row in rows):
+            ended.append(rows[-1])
+    return ended
 
 
 def _ended_but_running_in_mlflow(store: AuditStore, client: Any) -> list[LineageRecord]:
