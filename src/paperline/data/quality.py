@@ -281,8 +281,8 @@ def _duplicate_check(E, split: str, keys: pd.Series, key: RowKey, max_fraction: 
     what = key.describe()
     detail = (f"{what} repeats an earlier row in {repeats} of {len(present)} rows "
               f"({percent(repeats, len(present))}); at most {max_fraction:.2%} allowed")
-    # Show one repeated key with all its copies, so the sample explains itself.
-    copies = present[present.duplicated(keep=False)].sort_values(kind="stable")
+    # Show one repeated key with all its copies, so the sample explains itself (a second pass only when any repeat).
+    copies = present[present.duplicated(keep=False)].sort_values(kind="stable") if repeats else present.iloc[:0]
     return _Check(split, column, expectation, f"{what} repeated", detail, list(copies.index[:SAMPLE_ROWS]))
 
 
