@@ -28,6 +28,14 @@ def test_definitions_give_the_gloss_labelled_by_its_term_train_first(tmp_path):
         list(corpus_rows(ref, CorpusSpec("d", text="nope")))
 
 
+def test_a_quote_the_file_ends_inside_is_one_error_naming_the_file_and_line_not_one_long_text(tmp_path):
+    # the csv module's default reads on to the end of the file: every later row would have become one "gloss"
+    ref = _ref(tmp_path, "definitions", {"train": 'term\tdefinition\ndog\ta pet\ncat\t"a feline\nox\tan ox\n'})
+    with pytest.raises(DataError, match=r"train.tsv cannot be read as tab-separated text: the quoted field that "
+                                        r"starts on line 3 is never closed"):
+        list(corpus_rows(ref, CorpusSpec("d")))
+
+
 def test_a_pair_dataset_gives_both_sentences_each_labelled_by_its_line(tmp_path):
     ref = _ref(tmp_path, "scored_pairs", {"dev": "sentence1\tsentence2\tscore\nA b.\tC d.\t3.0\n"})
     assert list(corpus_rows(ref, CorpusSpec("d"))) == [("dev:2", "A b."), ("dev:2", "C d.")]

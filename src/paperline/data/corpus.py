@@ -13,11 +13,13 @@ import csv
 import random
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from paperline.data.datasets import DataError, DatasetRef
 from paperline.data.kinds import get_kind
+from paperline.data.unreadable import unreadable_split
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # the gate bounds a text's length, not the csv module
 
@@ -64,8 +66,9 @@ def corpus_rows(ref: DatasetRef, spec: CorpusSpec, limit: int | None = None) -> 
     count = 0
     for split in splits_of(ref, spec):
         path = ref.split_path(split)
-        with open(path, encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_MINIMAL)
+        with open(path, encoding="utf-8", newline="") as f, _unreadable_as_data_error(path, split):
+            # strict: a quoted field the file ends inside is an error, not one long text holding every later row
+            reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_MINIMAL, strict=True)
             missing = [c for c in [*texts, *([label] if label else [])] if c not in (reader.fieldnames or [])]
             if missing:
                 raise DataError(f"{path} has no column {', '.join(missing)} (columns: "
@@ -79,6 +82,15 @@ def corpus_rows(ref: DatasetRef, spec: CorpusSpec, limit: int | None = None) -> 
                     count += 1
                     if limit is not None and count >= limit:
                         return
+
+
+@contextmanager
+def _unreadable_as_data_error(path: Path, split: str) -> Iterator[None]:
+    """A file the csv module refuses (bytes that are not UTF-8, a quote never closed) as the gate names it."""
+    try:
+        yield
+    except (csv.Error, UnicodeDecodeError) as error:
+        raise DataError(unreadable_split(path, split, error).detail) from None
 
 
 def folder_rows(folder: Path, limit: int | None = None) -> Iterator[tuple[str, str]]:
