@@ -3,17 +3,15 @@ contrastive learning on entailment pairs.
 
 sentence-transformers' trainer expects a text model with a tokenizer; the student reads pictures, so the loop is our
 own (as uni_encoder's): AdamW with a linear warm-up and decay, gradient clipping at 1, a seeded batch order, and
-checkpoints in paperline.ml.checkpoints' layout (`checkpoint-N/` with the weights, AdamW's moments, the step, then
+checkpoints from paperline.ml.loop_checkpoints (`checkpoint-N/` with the weights, AdamW's moments, the step, then
 the sha256 manifest, written last), so a killed job resumes at its last checkpoint and takes the same batches.
 Each stage's loss curve goes to the run's history (paperline.ml.history).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,11 +20,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from paperline.ml.checkpoints import last_checkpoint, write_manifest
+from paperline.ml import loop_checkpoints
 from paperline.ml.history import record_history
 from paperline.ml.progress import bar
 
-MODEL_FILE, OPTIMIZER_FILE, STATE_FILE = "model.safetensors", "optimizer.safetensors", "trainer_state.json"
 LOG_EVERY = 10  # steps between two points of the learning curve
 
 
@@ -105,7 +102,7 @@ def train(student: nn.Module, batch_loss: Callable[[list[int]], torch.Tensor], n
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     checkpoints = out / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
-    start = _resume(student, optimizer, checkpoints)
+    start = loop_checkpoints.resume(student, optimizer, checkpoints)
     order = batch_order(n_examples, s.steps, s.batch_size, s.seed)
     losses: list[float] = []
     history: list[dict[str, float]] = []
@@ -129,7 +126,7 @@ def train(student: nn.Module, batch_loss: Callable[[list[int]], torch.Tensor], n
             progress.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
             progress.update(1)
             if (step + 1) % s.checkpoint_every == 0 or step + 1 == s.steps:
-                _save(student, optimizer, checkpoints, step + 1)
+                loop_checkpoints.save(student, optimizer, checkpoints, step + 1)
     student.eval()
     record_history(history)
     fifth = max(1, len(losses) // 5)
@@ -137,41 +134,3 @@ def train(student: nn.Module, batch_loss: Callable[[list[int]], torch.Tensor], n
     return {"train_loss_first": sum(first) / len(first), "train_loss_last": sum(last) / len(last),
             "train_steps_run": float(s.steps - start), "train_resumed_at": float(start),
             "train_seconds": round(time.perf_counter() - began, 1)}
-
-
-def _save(student: nn.Module, optimizer, checkpoints: Path, step: int) -> None:
-    from safetensors.torch import save_file
-
-    folder = checkpoints / f"checkpoint-{step}"
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in student.state_dict().items()}, str(folder / MODEL_FILE))
-    state = optimizer.state_dict()
-    tensors = {f"{i}.{key}": value.detach().cpu().contiguous() for i, entry in state["state"].items()
-               for key, value in entry.items()}
-    save_file(tensors, str(folder / OPTIMIZER_FILE))
-    # trainer_state.json last among the files, then the manifest: a save cut short is skipped on resume
-    (folder / STATE_FILE).write_text(json.dumps({"global_step": step, "param_groups": state["param_groups"]}))
-    write_manifest(folder)
-    numbered = sorted((int(p.name.split("-")[-1]), p) for p in checkpoints.glob("checkpoint-*")
-                      if p.name.split("-")[-1].isdigit())
-    for _, old in numbered[:-2]:  # keep the newest two
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _resume(student: nn.Module, optimizer, checkpoints: Path) -> int:
-    """Load the newest complete checkpoint (its manifest checked); the step to continue from, 0 without one."""
-    from safetensors.torch import load_file
-
-    newest = last_checkpoint(checkpoints, required=(OPTIMIZER_FILE, "paperline-manifest.json"))
-    if newest is None:
-        return 0
-    device = next(student.parameters()).device
-    student.load_state_dict(load_file(str(newest / MODEL_FILE), device=str(device)))
-    saved = json.loads((newest / STATE_FILE).read_text())
-    state: dict[int, dict] = {}
-    for key, value in load_file(str(newest / OPTIMIZER_FILE), device=str(device)).items():
-        index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
-    return int(saved["global_step"])

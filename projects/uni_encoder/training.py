@@ -2,7 +2,7 @@
 decay, seeded, checkpointed and resumable, one progress bar.
 
 sentence-transformers' trainer wants one text (or pair) per row; a Uni-Encoder row is a context with K
-candidates in one sequence, so the loop is our own. Checkpoints use paperline.ml.checkpoints' layout:
+candidates in one sequence, so the loop is our own. Checkpoints are paperline.ml.loop_checkpoints':
 `checkpoint-N/` with `model.safetensors` (encoder and head), `optimizer.safetensors` (AdamW's moments),
 `trainer_state.json` (the step), then the sha256 manifest, written last. The batch order is a function of the
 seed alone and dropout is re-seeded from (seed, step) each step, so a resumed run takes the steps the killed one
@@ -11,19 +11,16 @@ would have taken.
 
 from __future__ import annotations
 
-import json
 import math
 import random
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from paperline.ml.checkpoints import last_checkpoint, write_manifest
+from paperline.ml import loop_checkpoints
 from paperline.ml.progress import bar
 
-MODEL_FILE, OPTIMIZER_FILE, STATE_FILE = "model.safetensors", "optimizer.safetensors", "trainer_state.json"
 
 
 @dataclass(frozen=True)
@@ -69,7 +66,7 @@ def train(scorer, batch_of: Callable[[list[int]], tuple], n_examples: int, s: Lo
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     checkpoints = out / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
-    start = _resume(scorer, optimizer, checkpoints)
+    start = loop_checkpoints.resume(scorer, optimizer, checkpoints)
     order = batch_order(n_examples, s.steps, s.batch_size, s.seed)
     losses: list[float] = []
     began = time.perf_counter()
@@ -90,45 +87,8 @@ def train(scorer, batch_of: Callable[[list[int]], tuple], n_examples: int, s: Lo
             progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
             progress.update(1)
             if (step + 1) % s.checkpoint_every == 0 or step + 1 == s.steps:
-                _save(scorer, optimizer, checkpoints, step + 1)
+                loop_checkpoints.save(scorer, optimizer, checkpoints, step + 1)
     scorer.eval()
     tail = losses[-max(1, len(losses) // 5):] if losses else [float("nan")]
     return {"train_loss_last": sum(tail) / len(tail), "train_steps_run": float(s.steps - start),
             "train_resumed_at": float(start), "train_seconds": round(time.perf_counter() - began, 1)}
-
-
-def _save(scorer, optimizer, checkpoints: Path, step: int) -> None:
-    from safetensors.torch import save_file
-
-    folder = checkpoints / f"checkpoint-{step}"
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in scorer.state_dict().items()}, str(folder / MODEL_FILE))
-    state = optimizer.state_dict()
-    tensors = {f"{i}.{key}": value.contiguous() for i, entry in state["state"].items() for key, value in entry.items()}
-    save_file(tensors, str(folder / OPTIMIZER_FILE))
-    # trainer_state.json last among the files, then the manifest: a save cut short is skipped on resume
-    (folder / STATE_FILE).write_text(json.dumps({"global_step": step, "param_groups": state["param_groups"]}))
-    write_manifest(folder)
-    numbered = sorted((int(p.name.split("-")[-1]), p) for p in checkpoints.glob("checkpoint-*")
-                      if p.name.split("-")[-1].isdigit())
-    for _, old in numbered[:-2]:  # keep the newest two
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _resume(scorer, optimizer, checkpoints: Path) -> int:
-    """Load the newest complete checkpoint (its manifest checked); the step to continue from, 0 without one."""
-    from safetensors.torch import load_file
-
-    newest = last_checkpoint(checkpoints, required=(OPTIMIZER_FILE, "paperline-manifest.json"))
-    if newest is None:
-        return 0
-    scorer.load_state_dict(load_file(str(newest / MODEL_FILE)))
-    saved = json.loads((newest / STATE_FILE).read_text())
-    tensors = load_file(str(newest / OPTIMIZER_FILE))
-    state: dict[int, dict] = {}
-    for key, value in tensors.items():
-        index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
-    return int(saved["global_step"])

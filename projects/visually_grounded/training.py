@@ -6,7 +6,7 @@ only, and paperline's `fit` takes one dataset and one loss. The losses are the p
 with a learned temperature (`info_nce`), and sentence-transformers' own `CoSENTLoss` on the STS pairs (its
 `compute_loss_from_embeddings`, on the shared-space embeddings).
 
-Checkpoints follow paperline.ml.checkpoints' layout: `checkpoint-N/` with `model.safetensors` (every trainable
+Checkpoints are paperline.ml.loop_checkpoints': `checkpoint-N/` with `model.safetensors` (every trainable
 weight: MiniLM, projections, temperature, the image blocks), `optimizer.safetensors` (AdamW's moments),
 `trainer_state.json` (the step), then the sha256 manifest, written last. The step plan (which task, which rows)
 is a function of the seed alone and dropout is re-seeded from (seed, step), so a resumed arm takes the steps the
@@ -15,10 +15,8 @@ killed one would have taken.
 
 from __future__ import annotations
 
-import json
 import math
 import random
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,10 +25,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from paperline.ml.checkpoints import last_checkpoint, write_manifest
+from paperline.ml import loop_checkpoints
 from paperline.ml.progress import bar
 
-MODEL_FILE, OPTIMIZER_FILE, STATE_FILE = "model.safetensors", "optimizer.safetensors", "trainer_state.json"
 CAPTION, STS = "caption", "sts"
 
 
@@ -123,7 +120,7 @@ def train(model, s: LoopSettings, image_trainable: bool, caption_step: Callable[
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     checkpoints = out / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
-    start = _resume(model, optimizer, checkpoints)
+    start = loop_checkpoints.resume(model, optimizer, checkpoints)
     losses: dict[str, list[float]] = {CAPTION: [], STS: []}
     began = time.perf_counter()
     model.train()
@@ -142,7 +139,7 @@ def train(model, s: LoopSettings, image_trainable: bool, caption_step: Callable[
             progress.set_postfix({f"{task}_loss": f"{loss.item():.3f}"}, refresh=False)
             progress.update(1)
             if (step + 1) % s.checkpoint_every == 0 or step + 1 == len(steps):
-                _save(model, optimizer, checkpoints, step + 1)
+                loop_checkpoints.save(model, optimizer, checkpoints, step + 1)
     model.eval()
     result = {"train_steps_run": float(len(steps) - start), "train_resumed_at": float(start),
               "train_seconds": round(time.perf_counter() - began, 1)}
@@ -152,44 +149,3 @@ def train(model, s: LoopSettings, image_trainable: bool, caption_step: Callable[
             result[f"train_{task}_loss_last"] = sum(tail) / len(tail)
     result["logit_scale"] = float(model.scale().item())
     return result
-
-
-def _trainable_state(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-
-
-def _save(model, optimizer, checkpoints: Path, step: int) -> None:
-    from safetensors.torch import save_file
-
-    folder = checkpoints / f"checkpoint-{step}"
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    save_file(_trainable_state(model), str(folder / MODEL_FILE))
-    state = optimizer.state_dict()
-    tensors = {f"{i}.{key}": value.contiguous() for i, entry in state["state"].items() for key, value in entry.items()}
-    save_file(tensors, str(folder / OPTIMIZER_FILE))
-    # trainer_state.json last among the files, then the manifest: a save cut short is skipped on resume
-    (folder / STATE_FILE).write_text(json.dumps({"global_step": step, "param_groups": state["param_groups"]}))
-    write_manifest(folder)
-    numbered = sorted((int(p.name.split("-")[-1]), p) for p in checkpoints.glob("checkpoint-*")
-                      if p.name.split("-")[-1].isdigit())
-    for _, old in numbered[:-2]:  # keep the newest two
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _resume(model, optimizer, checkpoints: Path) -> int:
-    """Load the newest complete checkpoint (its manifest checked); the step to continue from, 0 without one."""
-    from safetensors.torch import load_file
-
-    newest = last_checkpoint(checkpoints, required=(OPTIMIZER_FILE, "paperline-manifest.json"))
-    if newest is None:
-        return 0
-    model.load_state_dict(load_file(str(newest / MODEL_FILE)))
-    saved = json.loads((newest / STATE_FILE).read_text())
-    tensors = load_file(str(newest / OPTIMIZER_FILE))
-    state: dict[int, dict] = {}
-    for key, value in tensors.items():
-        index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
-    return int(saved["global_step"])
