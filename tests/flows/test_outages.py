@@ -111,17 +111,56 @@ def _one_error_line(stderr: str) -> str:
     return errors[0]
 
 
+def _kill_mid_training(workspace, server, what: str) -> str:
+    """Start a run, kill `server` once the model trains, and return the run's one error line (exit 1)."""
+    run = _start_run(workspace)
+    _wait_for_training(workspace, run)
+    server.kill()
+    stderr, seconds = _finish(run)
+    print(f"{what} killed while training: the run ended {seconds:.0f} s later")
+    assert run.returncode == 1, stderr[-3000:]
+    return _one_error_line(stderr)
+
+
 # ---- MLflow ---------------------------------------------------------------------------------------------------
 
 
-class MlflowServer:
-    """`mlflow server` on a private SQLite store and artifact folder; stop() kills it, start() brings it back on
-    the same port and store."""
+class LoopbackServer:
+    """A server of this test on 127.0.0.1 and a free port, its files in `folder`: start() (each subclass's),
+    kill() SIGKILLs its process group, start() again brings it back on the same port and files."""
 
     def __init__(self, folder: Path):
         self.folder, self.port = folder, _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        if self.process is not None:
+            _kill_group(self.process.pid)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _stop(self.process)
+
+    @classmethod
+    def serving(cls, folder: Path):
+        """The fixture's body: started, yielded, stopped whatever the test did."""
+        folder.mkdir()
+        server = cls(folder)
+        server.start()
+        yield server
+        server.stop()
+
+
+class MlflowServer(LoopbackServer):
+    """`mlflow server` on a private SQLite store and artifact folder."""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
@@ -134,35 +173,16 @@ class MlflowServer:
                 env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         _wait_until(lambda: _answers(f"{self.url}/health"), 180, "mlflow server", self.process)
 
-    def kill(self) -> None:
-        if self.process is not None:
-            _kill_group(self.process.pid)
-            self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            _stop(self.process)
-
 
 @pytest.fixture
 def mlflow_server(tmp_path):
-    server = MlflowServer(tmp_path / "mlflow")
-    server.folder.mkdir()
-    server.start()
-    yield server
-    server.stop()
+    yield from MlflowServer.serving(tmp_path / "mlflow")
 
 
 def test_an_mlflow_server_killed_mid_run_ends_the_run_in_one_line_and_doctor_closes_it(make_workspace,
                                                                                          mlflow_server):
     workspace = make_workspace(MLFLOW_TRACKING_URI=mlflow_server.url)
-    run = _start_run(workspace)
-    _wait_for_training(workspace, run)
-    mlflow_server.kill()
-    stderr, seconds = _finish(run)
-    print(f"MLflow killed while training: the run ended {seconds:.0f} s later")
-    assert run.returncode == 1, stderr[-3000:]
-    line = _one_error_line(stderr)
+    line = _kill_mid_training(workspace, mlflow_server, "MLflow")
     assert line == (f"paperline: error: the MLflow tracking server at {mlflow_server.url} stopped answering during "
                     "training; start it again and rerun; the run is closed by the next run or paperline doctor")
     (lineage,) = AuditStore(workspace.store_url).lineage(project="sbert_sts")
@@ -183,14 +203,12 @@ def test_an_mlflow_server_killed_mid_run_ends_the_run_in_one_line_and_doctor_clo
 # ---- a team's Prefect server (PREFECT_API_URL) ---------------------------------------------------------------
 
 
-class PrefectServer:
-    """`prefect server start` with a private PREFECT_HOME (its SQLite database) on 127.0.0.1 and a free port;
-    kill() SIGKILLs its process group, start() brings it back on the same port and database."""
+class PrefectServer(LoopbackServer):
+    """`prefect server start` with a private PREFECT_HOME (its SQLite database)."""
 
-    def __init__(self, folder: Path):
-        self.folder, self.port = folder, _free_port()
-        self.url = f"http://127.0.0.1:{self.port}/api"
-        self.process: subprocess.Popen | None = None
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
 
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
@@ -203,23 +221,10 @@ class PrefectServer:
         # a fresh database's migrations took over 120 s on a loaded 2-core machine
         _wait_until(lambda: _answers(f"{self.url}/health"), 300, "prefect server", self.process)
 
-    def kill(self) -> None:
-        if self.process is not None:
-            _kill_group(self.process.pid)
-            self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            _stop(self.process)
-
 
 @pytest.fixture
 def prefect_server(tmp_path):
-    server = PrefectServer(tmp_path / "prefect")
-    server.folder.mkdir()
-    server.start()
-    yield server
-    server.stop()
+    yield from PrefectServer.serving(tmp_path / "prefect")
 
 
 def _flow_run_state(api_url: str, flow_run_id: str) -> str:
@@ -232,13 +237,7 @@ def _flow_run_state(api_url: str, flow_run_id: str) -> str:
 def test_a_prefect_server_killed_mid_run_ends_the_run_in_one_line_and_doctor_closes_it(make_workspace,
                                                                                          prefect_server):
     workspace = make_workspace(PREFECT_API_URL=prefect_server.url)
-    run = _start_run(workspace)
-    _wait_for_training(workspace, run)
-    prefect_server.kill()
-    stderr, seconds = _finish(run)
-    print(f"Prefect killed while training: the run ended {seconds:.0f} s later")
-    assert run.returncode == 1, stderr[-3000:]
-    line = _one_error_line(stderr)
+    line = _kill_mid_training(workspace, prefect_server, "Prefect")
     assert line.startswith(f"paperline: error: the Prefect server at {prefect_server.url} (PREFECT_API_URL) stopped "
                            "answering during "), line
     assert line.endswith("; start it again and rerun; the run is closed by the next run or paperline doctor"), line
@@ -327,13 +326,7 @@ def private_postgres():
 def test_a_store_killed_mid_run_ends_the_run_in_one_line_and_doctor_closes_its_lineage(make_workspace,
                                                                                        private_postgres):
     workspace = make_workspace(PAPERLINE_STORE_URL=private_postgres.url)
-    run = _start_run(workspace)
-    _wait_for_training(workspace, run)
-    private_postgres.kill()
-    stderr, seconds = _finish(run)
-    print(f"PostgreSQL killed while training: the run ended {seconds:.0f} s later")
-    assert run.returncode == 1, stderr[-3000:]
-    line = _one_error_line(stderr)
+    line = _kill_mid_training(workspace, private_postgres, "PostgreSQL")
     assert line == (f"paperline: error: the paperline store at {private_postgres.url} (PAPERLINE_STORE_URL) stopped "
                     "answering during registration; start it again and rerun; the run is closed by the next run or "
                     "paperline doctor")
