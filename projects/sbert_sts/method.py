@@ -36,7 +36,8 @@ from paperline.core.config import ProjectConfig, StrictModel
 from paperline.data.kinds.nli_pairs import NliPair
 from paperline.ml.evaluation import Backend
 from paperline.ml.models import load_sentence_transformer
-from paperline.ml.training import fit, save_on_main
+from paperline.ml.ranks import save_on_main
+from paperline.ml.training import fit
 from paperline.project.interface import Evaluation, ProjectData, RunContext, TrainedModel
 from paperline.project.metrics import with_prefix
 from paperline.project.sections import EvaluateSection, FitSection, scored_pairs_dataset, sts_evaluation

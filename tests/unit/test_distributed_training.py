@@ -337,7 +337,7 @@ def test_the_line_names_the_rank_that_died_not_the_one_that_lost_its_peer(tmp_pa
 RAISING_RANK = """
 import os, sys, time
 from paperline.ml import rank_progress
-from paperline.ml.training import barrier, init_distributed
+from paperline.ml.ranks import barrier, init_distributed
 from paperline.project.distributed_job import _report_rank_error
 
 try:
@@ -375,7 +375,7 @@ def test_a_rank_that_raises_ends_the_job_at_once_with_its_rank_in_the_failures(t
 
 
 def test_the_collective_timeout_is_a_positive_number_of_seconds(monkeypatch):
-    from paperline.ml.training import collective_timeout
+    from paperline.ml.ranks import collective_timeout
 
     monkeypatch.delenv("PAPERLINE_COLLECTIVE_TIMEOUT", raising=False)
     assert collective_timeout() == 600

@@ -16,7 +16,7 @@ Every rank loads the project and config named in the spec and calls the method's
 group (nccl on CUDA, gloo on the CPU; `paperline.ml.training.fit` runs DistributedDataParallel); rank 0 writes
 the returned `TrainedModel` as JSON, which the flow reads back to evaluate, track and register as for one
 process. Only methods that declare `RANK_SAFE = True` in their method.py run this way (their own saves go
-through `paperline.ml.training.save_on_main`); the others refuse nproc_per_node > 1 with one line.
+through `paperline.ml.ranks.save_on_main`); the others refuse nproc_per_node > 1 with one line.
 
 Multi-node: write the spec once with `--write-spec` (on a filesystem every node sees), then start the same
 torchrun command on every node with `--nnodes`, `--node-rank` and a rendezvous endpoint
@@ -111,7 +111,7 @@ def check_rank_safe(project: Any, nproc: int) -> None:
     if nproc > 1 and not getattr(project.method(), "RANK_SAFE", False):
         raise ConfigError(f"project '{project.name}' cannot train with nproc_per_node={nproc}: its method is not "
                           "rank-safe under torchrun (set nproc_per_node to 1, or make its saves rank-0-only with "
-                          "paperline.ml.training.save_on_main and declare RANK_SAFE = True in method.py)")
+                          "paperline.ml.ranks.save_on_main and declare RANK_SAFE = True in method.py)")
 
 
 # ---- the job spec and the result ------------------------------------------------------------------------------
@@ -292,7 +292,7 @@ def _last_lines(raw: bytes, n: int) -> str:
 
 def run_rank(spec: JobSpec) -> TrainedModel:
     """This rank's part of the train step: the method's `train` on the spec's project, config and data."""
-    from paperline.ml.training import is_main_process
+    from paperline.ml.ranks import is_main_process
     from paperline.project.discovery import get_project
 
     project = get_project(Path(spec.root) / "projects", spec.project)
@@ -419,7 +419,7 @@ def _report_rank_error(exc: Exception) -> int:
 
 
 def _run(spec: JobSpec) -> int:
-    from paperline.ml.training import barrier, init_distributed, is_main_process
+    from paperline.ml.ranks import barrier, init_distributed, is_main_process
 
     init_distributed()
     model = run_rank(spec)

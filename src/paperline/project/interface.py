@@ -239,7 +239,7 @@ class TrainedMethod(_Method, Protocol):
 
     A config's `nproc_per_node` > 1 runs `train` on every rank of a torchrun (`paperline.project.distributed_job`);
     a method accepts that only when its module declares `RANK_SAFE = True`, and then writes its own files with
-    `paperline.ml.training.save_on_main` (rank 0 writes, every rank waits).
+    `paperline.ml.ranks.save_on_main` (rank 0 writes, every rank waits).
     """
 
     def train(self, cfg: Any, data: ProjectData, ctx: RunContext) -> TrainedModel: ...

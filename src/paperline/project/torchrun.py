@@ -13,7 +13,7 @@ says, in one line, which rank died, at which step, and which checkpoint the reru
 How long a job takes to end after a rank dies: torchrun polls its workers every `--monitor-interval` (MONITOR_INTERVAL
 here), then sends SIGTERM to the others and waits up to 30 s before SIGKILL; a survivor blocked in a collective
 on a dead peer is also released by gloo's closed connection, or by the process group's timeout
-(paperline.ml.training.collective_timeout) when the peer hangs instead of dying.
+(paperline.ml.ranks.collective_timeout) when the peer hangs instead of dying.
 """
 
 from __future__ import annotations
