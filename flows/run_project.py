@@ -23,7 +23,7 @@ from paperline.ops.runs.summary import GateFailure, RunSummary
 from paperline.ops.tracking import client as tracking_client
 from paperline.ops.tracking import runs as tracking
 from paperline.ops.tracking import views
-from paperline_flows import dashboard, events, pipeline
+from paperline_flows import dashboard, events, lineage_row, pipeline
 from paperline_flows.approval import wait_for_approval
 from paperline_flows.tasks import register
 
@@ -53,7 +53,7 @@ def run_project(project_name: str, config_name: str = "default", overrides: list
         # The run's lock lives as long as this process: the next start tells a dead run from a live one by it.
         held.enter_context(store.hold(f"run:{run.info.run_id}"))
         # From here the lineage row exists: any exception below (Ctrl-C too) closes it `failed`/`interrupted`.
-        row = held.enter_context(pipeline.LineageRow.opened(store, lineage, run.info.run_id, training.key))
+        row = held.enter_context(lineage_row.LineageRow.opened(store, lineage, run.info.run_id, training.key))
 
         def stopped_by(which: str) -> Failed:
             failure = GateFailure(which, gate.summary_lines())

@@ -28,7 +28,7 @@ from paperline.ops.runs.summary import GateFailure
 from paperline.ops.services import outages
 from paperline.ops.tracking import runs as tracking
 from paperline.ops.tracking import tags
-from paperline_flows import dashboard, events, pipeline
+from paperline_flows import dashboard, events, lineage_row, pipeline
 from paperline_flows.run_project import run_project
 from paperline_flows.task_runners import gpu_options, make_task_runner
 
@@ -136,7 +136,7 @@ def _closed_on_error(plan: pipeline.RunPlan, parent_run_id: str) -> Iterator[lis
     try:
         yield trials
     except BaseException as error:
-        status, text = pipeline.ending_status(error), str(error) or type(error).__name__
+        status, text = lineage_row.ending_status(error), str(error) or type(error).__name__
         client = plan.services.client
         with outages.tolerate(outages.MLFLOW):  # a server that is gone: `paperline doctor` closes them later
             for trial in trials:
